@@ -1,0 +1,191 @@
+"""LightningDataModule: partition -> datasets -> P×K training loader and packed evaluation loader.
+
+Under DDP the samplers split data across ranks themselves (see :mod:`gaitkd.data.sampler`): run the trainer with
+``use_distributed_sampler=False``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from gaitkd.data.dataset import GaitDataError, GaitDataWarning, GaitSequenceDataset, require_root
+from gaitkd.data.partition import Partition, load_partition
+from gaitkd.data.sampler import InferenceBatchSampler, PKBatchSampler, SeededBatches
+from gaitkd.data.sampling import FrameSampler, collate_eval, collate_train
+
+
+class TrainFrames:
+    """Training view: item ``(index, seed)`` -> ``(frames uint8 [T, H, W], class index, index)``."""
+
+    def __init__(self, dataset: GaitSequenceDataset, classes: np.ndarray, frames: FrameSampler) -> None:
+        self.dataset, self.classes, self.frames = dataset, classes, frames
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+        index, seed = item
+        seq = self.dataset[index]
+        picked = self.frames(len(seq), np.random.default_rng(seed))
+        return seq[picked], int(self.classes[index]), index
+
+
+class EvalFrames:
+    """Evaluation view: item ``index`` -> ``(frames uint8 [T, H, W], index)``, all frames up to ``limit``."""
+
+    def __init__(self, dataset: GaitSequenceDataset, limit: int | None) -> None:
+        self.dataset, self.limit = dataset, limit
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        seq = self.dataset[index]
+        return (seq if self.limit is None else seq[: self.limit]), index
+
+
+class GaitDataModule(L.LightningDataModule):
+    """OpenGait pkl folder + partition JSON as Lightning dataloaders.
+
+    Training batches: ``sils`` float32 ``[P*K, train_frames, H, W]``, ``labels`` int64 (index into the sorted
+    training ids), ``index``. Evaluation batches: ``sils`` ``[1, ΣT, H, W]``, ``seqL`` ``[B]``, ``index`` ``[B]``
+    (indices into ``test_set``; metadata in ``test_meta``).
+
+    ``synthetic``: keyword arguments of :func:`gaitkd.data.synthetic.ensure_synthetic` (incl. ``cache_dir``); when
+    given, the generated folder replaces ``root``. ``ensure_synthetic`` is called on every rank in ``setup`` too and
+    must be idempotent (it returns the cached folder once generated).
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        partition: str | None = None,
+        batch_p: int = 8,
+        batch_k: int = 4,
+        train_frames: int = 30,
+        train_sample: str = "fixed_unordered",
+        frames_skip: int = 0,
+        eval_frames_limit: int | None = None,
+        eval_batch_size: int = 8,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        cache: bool = False,
+        steps_per_epoch: int | None = None,
+        seed: int = 0,
+        synthetic: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if root is None and synthetic is None:
+            raise GaitDataError("set data.root to an OpenGait pkl folder, or use data=synthetic")
+        self.root, self.partition, self.synthetic = root, partition, synthetic
+        self.batch_p, self.batch_k, self.steps_per_epoch, self.seed = batch_p, batch_k, steps_per_epoch, seed
+        self.train_sampler = FrameSampler(train_sample, train_frames, frames_skip)
+        if eval_frames_limit is not None and eval_frames_limit < 1:
+            raise ValueError(f"data.eval_frames_limit must be >= 1 or null, got {eval_frames_limit}")
+        if eval_batch_size < 1:
+            raise ValueError(f"data.eval_batch_size must be >= 1, got {eval_batch_size}")
+        self.eval_frames_limit = eval_frames_limit
+        self.eval_batch_size, self.cache = eval_batch_size, cache
+        self.loader_kwargs = {
+            "num_workers": num_workers,
+            "pin_memory": pin_memory,
+            "persistent_workers": persistent_workers and num_workers > 0,
+        }
+        self.num_classes: int | None = None
+        self.train_set: GaitSequenceDataset | None = None
+        self.test_set: GaitSequenceDataset | None = None
+        self.test_meta: dict[str, list[str] | None] | None = None
+
+    def _resolve_root(self) -> Path:
+        if self.synthetic is not None:
+            from gaitkd.data.synthetic import ensure_synthetic  # heavy generator only when asked for
+
+            return Path(ensure_synthetic(**self.synthetic))
+        return require_root(self.root)
+
+    def _load_partition(self, root: Path) -> Partition:
+        if self.partition is not None:
+            return load_partition(self.partition)
+        default = root / "partition.json"
+        if not default.is_file():
+            raise GaitDataError(
+                f"no partition given and {default} does not exist; set data.partition to an OpenGait JSON "
+                "with TRAIN_SET / TEST_SET (e.g. OpenGait's datasets/CASIA-B/CASIA-B.json)"
+            )
+        return load_partition(default)
+
+    def prepare_data(self) -> None:
+        if self.synthetic is not None:
+            self._resolve_root()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        root = self._resolve_root()
+        part = self._load_partition(root)
+        train_set = GaitSequenceDataset(root, ids=part.train, cache=self.cache)
+        test_set = GaitSequenceDataset(root, ids=part.test, cache=self.cache)
+        self._warn_unlisted(root, part)
+        ids = sorted(set(train_set.labels))
+        if self.batch_p > len(ids):
+            raise GaitDataError(
+                f"data.batch_p={self.batch_p} exceeds the {len(ids)} training identities found under {root}"
+            )
+        for dataset in (train_set, test_set):
+            dataset.preload() if self.cache else dataset.validate()
+        self.train_ids = ids
+        self.train_classes = np.searchsorted(np.asarray(ids), np.asarray(train_set.labels))
+        self.num_classes = len(ids)
+        self.train_set, self.test_set = train_set, test_set
+        self.test_meta = {
+            "labels": test_set.labels,
+            "types": test_set.types,
+            "views": test_set.views,
+            "probe_set": part.probe,
+        }
+
+    @staticmethod
+    def _warn_unlisted(root: Path, part: Partition) -> None:
+        listed = set(part.train) | set(part.test)
+        unlisted = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in listed)
+        if unlisted:
+            warnings.warn(
+                f"{root}: {len(unlisted)} ids on disk are in neither TRAIN_SET nor TEST_SET (first: {unlisted[:5]})",
+                GaitDataWarning,
+                stacklevel=3,
+            )
+
+    def _require_setup(self) -> None:
+        if self.train_set is None:
+            raise RuntimeError("GaitDataModule.setup() must run before asking for dataloaders")
+
+    def train_dataloader(self) -> DataLoader:
+        self._require_setup()
+        pk = PKBatchSampler(
+            self.train_set.labels, self.batch_p, self.batch_k, seed=self.seed, steps_per_epoch=self.steps_per_epoch
+        )
+        return DataLoader(
+            TrainFrames(self.train_set, self.train_classes, self.train_sampler),
+            batch_sampler=SeededBatches(pk, seed=self.seed),
+            collate_fn=collate_train,
+            **self.loader_kwargs,
+        )
+
+    def test_dataloader(self) -> DataLoader:
+        self._require_setup()
+        return DataLoader(
+            EvalFrames(self.test_set, self.eval_frames_limit),
+            batch_sampler=InferenceBatchSampler(len(self.test_set), self.eval_batch_size),
+            collate_fn=collate_eval,
+            **self.loader_kwargs,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

@@ -1,0 +1,62 @@
+"""Train/test identity partitions: OpenGait's JSON files and a simple rule-based split.
+
+OpenGait format: ``{"TRAIN_SET": [ids], "TEST_SET": [ids], "PROBE_SET": [...]}`` (``PROBE_SET`` only for Gait3D,
+entries ``"<id>-<type>-<view>"``). Ids are folder names, hence strings (``"001"``, not ``1``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gaitkd.data.dataset import GaitDataError
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Identity split. ``probe`` lists Gait3D-style probe sequences (``None`` when the file has no ``PROBE_SET``)."""
+
+    train: list[str]
+    test: list[str]
+    probe: list[str] | None = None
+
+
+def _str_list(data: dict, key: str, path: Path) -> list[str]:
+    value = data[key]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise GaitDataError(f'{path}: {key} must be a list of id strings (folder names such as "001")')
+    return value
+
+
+def load_partition(path: str | os.PathLike) -> Partition:
+    """Read an OpenGait partition JSON; errors name the file and the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise GaitDataError(f"partition file {path} not found; expected OpenGait JSON with TRAIN_SET and TEST_SET")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise GaitDataError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise GaitDataError(f"{path}: expected a JSON object with TRAIN_SET and TEST_SET, found {type(data).__name__}")
+    for key in ("TRAIN_SET", "TEST_SET"):
+        if key not in data:
+            raise GaitDataError(f"{path}: missing key {key} (found keys {sorted(data)})")
+    train = _str_list(data, "TRAIN_SET", path)
+    test = _str_list(data, "TEST_SET", path)
+    overlap = sorted(set(train) & set(test))
+    if overlap:
+        raise GaitDataError(f"{path}: {len(overlap)} ids are in both TRAIN_SET and TEST_SET (first: {overlap[:5]})")
+    probe = _str_list(data, "PROBE_SET", path) if "PROBE_SET" in data else None
+    return Partition(train=train, test=test, probe=probe)
+
+
+def rule_partition(ids: Iterable[str], num_train: int) -> Partition:
+    """First ``num_train`` sorted ids for training, the rest for testing (CASIA-B's 74/50 rule)."""
+    ordered = sorted(set(ids))
+    if not 0 < num_train < len(ordered):
+        raise GaitDataError(f"num_train={num_train} must be in [1, {len(ordered) - 1}] for {len(ordered)} ids")
+    return Partition(train=ordered[:num_train], test=ordered[num_train:])

@@ -1,0 +1,284 @@
+"""CASIA-B / OU-MVLP evaluation protocols, numerically identical to OpenGait's ``evaluate_indoor_dataset``.
+
+Owns (fixtures README §2.1, §2.2, §2.5):
+
+* ``single_view_gallery_evaluation``: per (condition, probe view, gallery view) rank-1 accuracy, each cell
+  rounded with ``np.round(·, 2)``, then the row mean without the diagonal, then the mean over probe views;
+* ``cross_view_gallery_evaluation``: gallery of all views minus the probe's own (view, subject) entries,
+  rank-1 and mAP per probe view, rounded per view, averaged over views;
+* ``compute_acc_map``: OpenGait's ``compute_ACC_mAP`` on one distance matrix (fractions).
+
+Everything is vectorised over probes: one distance block (probes × gallery) per chunk of probes, then
+``argmin`` / ``sort`` + ``cumsum`` on whole tensors. The averaging arithmetic is done in float64 NumPy in the
+same order as OpenGait, so results match it exactly (up to float32 near-ties in the distances).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gaitkd.evaluation.distance import METRICS, Metric, as_embeddings, pairwise_distance
+
+# Distance-block elements per probe chunk (the sort in the cross-view protocol also holds int64 indices).
+_BLOCK_ELEMENTS = 1 << 24
+
+
+@dataclass(frozen=True)
+class IndoorProtocol:
+    """Probe conditions (name -> type strings, in OpenGait's order) and gallery types of one protocol."""
+
+    probe_types: dict[str, tuple[str, ...]]
+    gallery_types: tuple[str, ...]
+
+
+SINGLE_VIEW: dict[str, IndoorProtocol] = {
+    "casia_b": IndoorProtocol(
+        {"NM": ("nm-05", "nm-06"), "BG": ("bg-01", "bg-02"), "CL": ("cl-01", "cl-02")},
+        ("nm-01", "nm-02", "nm-03", "nm-04"),
+    ),
+    "oumvlp": IndoorProtocol({"NM": ("00",)}, ("01",)),
+}
+CROSS_VIEW: dict[str, IndoorProtocol] = {
+    "casia_b": IndoorProtocol({"NM": ("nm-01",), "BG": ("bg-01",), "CL": ("cl-01",)}, ("nm-02", "bg-02", "cl-02")),
+    "oumvlp": IndoorProtocol({"NM": ("00",)}, ("01",)),
+}
+_ALIASES = {"casia_b": "casia_b", "casiab": "casia_b", "oumvlp": "oumvlp", "ou_mvlp": "oumvlp"}
+
+
+def indoor_dataset_key(name: str) -> str | None:
+    """Canonical key (``casia_b`` / ``oumvlp``) of a protocol or OpenGait dataset name, or None if not indoor."""
+    return _ALIASES.get(name.strip().lower().replace("-", "_"))
+
+
+def _protocol(table: dict[str, IndoorProtocol], dataset: str) -> IndoorProtocol:
+    key = indoor_dataset_key(dataset)
+    if key is None:
+        raise ValueError(f"unknown indoor dataset {dataset!r}; expected 'CASIA-B' / 'casia_b' or 'OUMVLP' / 'oumvlp'")
+    return table[key]
+
+
+def _encode(*arrays: Sequence | np.ndarray | torch.Tensor) -> list[np.ndarray]:
+    """Jointly map label-like arrays (str or int) to int64 codes so equal values share a code."""
+    flat = [np.asarray(a.cpu() if isinstance(a, torch.Tensor) else a).reshape(-1) for a in arrays]
+    _, codes = np.unique(np.concatenate(flat), return_inverse=True)
+    return np.split(codes.astype(np.int64), np.cumsum([len(a) for a in flat])[:-1])
+
+
+def _prepare(embeddings, labels, types, views, metric: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    emb = as_embeddings(embeddings)
+    lab, typ, vie = (np.asarray(a, dtype=str) for a in (labels, types, views))
+    lengths = {"embeddings": emb.shape[0], "labels": len(lab), "types": len(typ), "views": len(vie)}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"embeddings/labels/types/views must have one entry per sequence, got lengths {lengths}")
+    return emb, lab, typ, vie
+
+
+def _condition_index(types: np.ndarray, probe_types: dict[str, tuple[str, ...]]) -> np.ndarray:
+    """``[N]`` index of each sequence's probe condition, -1 for non-probes."""
+    cond = np.full(len(types), -1, dtype=np.int64)
+    for t, members in enumerate(probe_types.values()):
+        cond[np.isin(types, members)] = t
+    return cond
+
+
+def _chunk_rows(n_cols: int) -> int:
+    """Probe rows per distance block so a block holds about ``_BLOCK_ELEMENTS`` entries."""
+    return max(1, _BLOCK_ELEMENTS // max(1, n_cols))
+
+
+def single_view_gallery_evaluation(
+    embeddings: torch.Tensor | np.ndarray,
+    labels: Sequence[str],
+    types: Sequence[str],
+    views: Sequence[str],
+    dataset: str = "casia_b",
+    metric: Metric = "euc",
+) -> dict:
+    """OpenGait's default protocol (§2.1): rank-1 per (condition, probe view, gallery view), identical view excluded.
+
+    Args:
+        embeddings: ``[N, C, P]`` test embeddings; labels/types/views: N strings each.
+
+    Returns:
+        ``{"<T>@R1": float}`` for each condition T, plus ``view_list`` (V str), ``type_order`` (T str),
+        ``acc`` float64 ``[T, V, V]`` (rounded cells, percent) and ``per_view`` float64 ``[T, V]`` (row means
+        without the diagonal).
+    """
+    proto = _protocol(SINGLE_VIEW, dataset)
+    emb, lab, typ, vie = _prepare(embeddings, labels, types, views, metric)
+    view_list = sorted(set(vie.tolist()))
+    n_views, type_order = len(view_list), list(proto.probe_types)
+    if n_views < 2:
+        raise ValueError(f"single-view protocol needs at least 2 views to exclude the identical one, got {view_list}")
+    view_idx = np.searchsorted(view_list, vie)
+    (codes,) = _encode(lab)
+
+    # Gallery ordered by view (stable, so data order inside a view) -> each gallery view is a column slice.
+    gallery = np.flatnonzero(np.isin(typ, proto.gallery_types))
+    gallery = gallery[np.argsort(view_idx[gallery], kind="stable")]
+    per_view_count = np.bincount(view_idx[gallery], minlength=n_views)
+    if (per_view_count == 0).any():
+        empty = [view_list[v] for v in np.flatnonzero(per_view_count == 0)]
+        raise ValueError(
+            f"{dataset}: gallery view(s) {empty} have no sequence of gallery types {list(proto.gallery_types)}, "
+            f"needed by condition {type_order[0]} (and every other); OpenGait crashes on this test set"
+        )
+    bounds = np.concatenate([[0], np.cumsum(per_view_count)]).tolist()
+
+    cond = _condition_index(typ, proto.probe_types)
+    probes = np.flatnonzero(cond >= 0)
+    device = emb.device
+    g_emb, g_lab = emb[torch.as_tensor(gallery, device=device)], torch.as_tensor(codes[gallery], device=device)
+    p_lab = torch.as_tensor(codes[probes], device=device)
+    hits = torch.empty(len(probes), n_views, dtype=torch.bool, device=device)  # [n_probe, V]: top-1 at view v2 correct
+    step = _chunk_rows(len(gallery))
+    for s in range(0, len(probes), step):
+        rows = slice(s, s + step)
+        block = pairwise_distance(emb[torch.as_tensor(probes[rows], device=device)], g_emb, metric)
+        for v2 in range(n_views):
+            nearest = block[:, bounds[v2] : bounds[v2 + 1]].argmin(1) + bounds[v2]
+            hits[rows, v2] = g_lab[nearest] == p_lab[rows]
+
+    group = cond[probes] * n_views + view_idx[probes]  # (condition, probe view) cell row
+    n_groups = len(type_order) * n_views
+    n_hits = np.zeros((n_groups, n_views), dtype=np.int64)
+    np.add.at(n_hits, group, hits.cpu().numpy().astype(np.int64))
+    n_probe = np.bincount(group, minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):  # empty probe view -> NaN row, as in OpenGait
+        acc = np.round(n_hits * 100 / n_probe[:, None], 2).reshape(len(type_order), n_views, n_views)
+    per_view = np.stack([np.sum(a - np.diag(np.diag(a)), 1) / (n_views - 1.0) for a in acc])
+
+    result: dict = {f"{t}@R1": float(np.mean(per_view[i])) for i, t in enumerate(type_order)}
+    result.update(view_list=view_list, type_order=type_order, acc=acc, per_view=per_view)
+    return result
+
+
+def _rank1_and_ap(
+    dist: torch.Tensor,
+    q_lab: torch.Tensor,
+    g_lab: torch.Tensor,
+    q_view: torch.Tensor | None = None,
+    g_view: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank-1 hit and AP of each query after removing same-(view, label) gallery items (§2.2 steps 2-3).
+
+    Args:
+        dist: ``[nq, ng]`` distances; q_lab/q_view ``[nq]``, g_lab/g_view ``[ng]`` integer codes.
+
+    Returns:
+        ``hit [nq] bool`` and ``ap [nq] float64`` (NaN where the query has no relevant gallery item).
+    """
+    same = q_lab[:, None] == g_lab[None, :]  # [nq, ng]
+    removed = same & (q_view[:, None] == g_view[None, :]) if q_view is not None else torch.zeros_like(same)
+    n_left = dist.shape[1] - removed.sum(1)
+    if (n_left == 0).any():
+        raise ValueError(
+            f"{int((n_left == 0).sum())} probe(s) have no gallery left after excluding their own (view, subject) "
+            "entries; OpenGait asserts here"
+        )
+    order = dist.masked_fill(removed, float("inf")).argsort(dim=1)  # removed items sort last
+    matches = (same & ~removed).gather(1, order)
+    n_rel = matches.sum(1)
+    precision = matches.cumsum(1, dtype=torch.float64) / torch.arange(
+        1, dist.shape[1] + 1, dtype=torch.float64, device=dist.device
+    )
+    ap = (precision * matches).sum(1) / n_rel  # 0/0 -> NaN for queries left out of mAP
+    return matches[:, 0], ap
+
+
+def compute_acc_map(
+    distmat: torch.Tensor | np.ndarray,
+    q_pids: Sequence | np.ndarray | torch.Tensor,
+    g_pids: Sequence | np.ndarray | torch.Tensor,
+    q_views: Sequence | np.ndarray | torch.Tensor | None = None,
+    g_views: Sequence | np.ndarray | torch.Tensor | None = None,
+) -> tuple[float, float]:
+    """OpenGait ``compute_ACC_mAP``: (rank-1 accuracy, mAP) as fractions for ``distmat [nq, ng]``.
+
+    The same-(view, label) removal applies only when both view arrays are given; queries with no relevant
+    gallery item count as misses in the accuracy and are left out of mAP (NaN if none is left).
+    """
+    dist = torch.as_tensor(distmat)
+    if dist.dim() != 2 or dist.shape != (len(q_pids), len(g_pids)):
+        raise ValueError(
+            f"distmat must be [len(q_pids), len(g_pids)] = [{len(q_pids)}, {len(g_pids)}], got {tuple(dist.shape)}"
+        )
+    q_lab, g_lab = (torch.as_tensor(c) for c in _encode(q_pids, g_pids))
+    views = None
+    if q_views is not None and g_views is not None:
+        views = [torch.as_tensor(c) for c in _encode(q_views, g_views)]
+    hit, ap = _rank1_and_ap(dist, q_lab, g_lab, *(views or ()))
+    valid = ap[~ap.isnan()]
+    return float(hit.double().mean()), float(valid.mean()) if len(valid) else float("nan")
+
+
+def cross_view_gallery_evaluation(
+    embeddings: torch.Tensor | np.ndarray,
+    labels: Sequence[str],
+    types: Sequence[str],
+    views: Sequence[str],
+    dataset: str = "casia_b",
+    metric: Metric = "euc",
+) -> dict:
+    """Cross-view-gallery protocol (§2.2): gallery of all views, own (view, subject) entries removed per probe.
+
+    Returns:
+        ``{"<T>-Rank@1": float, "<T>-mAP": float}`` per condition T (percent), plus ``view_list``, ``type_order``,
+        ``acc_raw`` / ``map_raw`` float64 ``[T, V]`` (fractions, unrounded) and ``acc_per_view`` /
+        ``map_per_view`` float64 ``[T, V]`` (``round2(100 ·)``).
+    """
+    proto = _protocol(CROSS_VIEW, dataset)
+    emb, lab, typ, vie = _prepare(embeddings, labels, types, views, metric)
+    view_list = sorted(set(vie.tolist()))
+    n_views, type_order = len(view_list), list(proto.probe_types)
+    view_idx = np.searchsorted(view_list, vie)
+    (codes,) = _encode(lab)
+
+    gallery = np.flatnonzero(np.isin(typ, proto.gallery_types))
+    if len(gallery) == 0:
+        raise ValueError(f"{dataset}: no gallery sequence of types {list(proto.gallery_types)} in the test set")
+    cond = _condition_index(typ, proto.probe_types)
+    probes = np.flatnonzero(cond >= 0)
+    device = emb.device
+    g_emb = emb[torch.as_tensor(gallery, device=device)]
+    g_lab, g_view = (torch.as_tensor(a[gallery], device=device) for a in (codes, view_idx))
+    hit = np.empty(len(probes), dtype=np.int64)
+    ap = np.empty(len(probes), dtype=np.float64)
+    step = _chunk_rows(len(gallery))
+    for s in range(0, len(probes), step):
+        rows = probes[s : s + step]
+        block = pairwise_distance(emb[torch.as_tensor(rows, device=device)], g_emb, metric)
+        q_lab, q_view = (torch.as_tensor(a[rows], device=device) for a in (codes, view_idx))
+        h, a = _rank1_and_ap(block, q_lab, g_lab, q_view, g_view)
+        hit[s : s + step], ap[s : s + step] = h.cpu().numpy(), a.cpu().numpy()
+
+    group = cond[probes] * n_views + view_idx[probes]
+    n_groups = len(type_order) * n_views
+    valid = ~np.isnan(ap)
+    with np.errstate(invalid="ignore", divide="ignore"):  # empty probe view / no valid probe -> NaN, as OpenGait
+        acc_raw = np.bincount(group, weights=hit, minlength=n_groups) / np.bincount(group, minlength=n_groups)
+        map_raw = np.bincount(group[valid], weights=ap[valid], minlength=n_groups) / np.bincount(
+            group[valid], minlength=n_groups
+        )
+    acc_raw, map_raw = (x.reshape(len(type_order), n_views) for x in (acc_raw, map_raw))
+    acc_per_view, map_per_view = np.round(acc_raw * 100, 2), np.round(map_raw * 100, 2)
+
+    result: dict = {}
+    for i, t in enumerate(type_order):
+        result[f"{t}-Rank@1"] = float(np.mean(acc_per_view[i]))
+        result[f"{t}-mAP"] = float(np.mean(map_per_view[i]))
+    result.update(
+        view_list=view_list,
+        type_order=type_order,
+        acc_raw=acc_raw,
+        map_raw=map_raw,
+        acc_per_view=acc_per_view,
+        map_per_view=map_per_view,
+    )
+    return result

@@ -1,0 +1,81 @@
+"""Human-readable views of an ``evaluate`` result: a rich per-view table and a probe×gallery heat-map PNG.
+
+Single-view results give one row per condition (NM/BG/CL) with the identical-view-excluded accuracy of
+each probe view and the mean; cross-view results give a Rank@1 row and an mAP row per condition.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(x: float) -> str:
+    return "nan" if math.isnan(x) else f"{x:.2f}"
+
+
+def _rows(result: dict) -> list[tuple[str, np.ndarray, float]]:
+    """(row label, per-view values [V], mean) for a single-view or cross-view result."""
+    types = result.get("type_order")
+    if types is None or "view_list" not in result:
+        raise ValueError("result has no 'view_list' / 'type_order': pass the dict returned by evaluate()")
+    if "per_view" in result:
+        return [(t, np.asarray(result["per_view"][i]), result[f"{t}@R1"]) for i, t in enumerate(types)]
+    if "acc_per_view" in result:
+        rows = []
+        for i, t in enumerate(types):
+            rows.append((f"{t} Rank@1", np.asarray(result["acc_per_view"][i]), result[f"{t}-Rank@1"]))
+            rows.append((f"{t} mAP", np.asarray(result["map_per_view"][i]), result[f"{t}-mAP"]))
+        return rows
+    raise ValueError("result has neither 'per_view' (single-view) nor 'acc_per_view' (cross-view) arrays")
+
+
+def per_view_table(result: dict, title: str) -> Table:
+    """Rich table: rows = conditions, columns = probe views + mean (percent, identical view excluded)."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("probe", style="bold")
+    for view in result.get("view_list", []):
+        table.add_column(str(view), justify="right")
+    table.add_column("mean", justify="right", style="bold cyan")
+    for label, values, mean in _rows(result):
+        table.add_row(label, *(_fmt(float(v)) for v in values), _fmt(float(mean)))
+    return table
+
+
+def print_result(result: dict, title: str, console: Console | None = None) -> None:
+    """Print ``per_view_table(result, title)`` to ``console`` (a new stdout console by default)."""
+    (console or Console()).print(per_view_table(result, title))
+
+
+def plot_per_view_heatmap(result: dict, path: str | Path) -> Path:
+    """Write a PNG with one probe-view × gallery-view accuracy heat-map per condition (single-view results).
+
+    Returns:
+        The written path.
+    """
+    if "acc" not in result:
+        raise ValueError("plot_per_view_heatmap needs a single-view result (key 'acc' [T, V, V])")
+    # Figure + Agg canvas directly: no pyplot global state, works headless and in worker threads.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    acc, views, types = np.asarray(result["acc"]), list(result["view_list"]), list(result["type_order"])
+    fig = Figure(figsize=(4.2 * len(types) + 0.8, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(types), squeeze=False)[0]
+    for ax, t, cells in zip(axes, types, acc):
+        image = ax.imshow(cells, vmin=0.0, vmax=100.0, cmap="viridis")
+        ax.set_xticks(range(len(views)), views, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(views)), views, fontsize=7)
+        ax.set_xlabel("gallery view")
+        ax.set_ylabel("probe view")
+        ax.set_title(f"{t}: {_fmt(float(result[f'{t}@R1']))}% (excl. identical)", fontsize=9)
+        fig.colorbar(image, ax=ax, shrink=0.8, label="rank-1 accuracy (%)")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out

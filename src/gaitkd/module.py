@@ -1,0 +1,194 @@
+"""The LightningModule: the one place where the student, the frozen teacher and the KD branches meet.
+
+Training step: student forward -> task losses (triplet + part-wise CE) -> teacher forward under ``no_grad``
+-> KD branch terms (decision + boundary) -> one weighted sum. Every component is logged on its own.
+Test step: the student embeds packed variable-length sequences; an ``EmbeddingCollector`` gathers them
+(DDP-correct) and the dataset's protocol is computed at the end, exactly as OpenGait computes it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from gaitkd.distill import AuxPartClassifier, weighted_sum
+from gaitkd.distill.branch import KDBranch, probe_shape
+from gaitkd.evaluation import EmbeddingCollector, evaluate
+from gaitkd.evaluation.report import plot_per_view_heatmap, print_result
+from gaitkd.losses import PartCrossEntropyLoss, TripletLoss
+
+TEACHER_PREFIX = "teacher."
+
+
+class GaitKDModule(L.LightningModule):
+    """Student training with optional GaitKD distillation from one frozen teacher.
+
+    Args:
+        student: the plain student ``nn.Module`` (returns ``GaitOutput``); the only thing that is exported.
+        num_classes: number of training identities (for the training-only aux classifier).
+        optimizer / scheduler: partial constructors (Hydra ``_partial_: true``); scheduler may be ``None``.
+        teacher: frozen teacher model or ``None``; kept in eval mode, out of the optimizer and of checkpoints.
+        distill: ``{part_align, connector, decision, boundary}`` (see ``conf/distill``) or ``None``.
+        loss: ``{triplet: {margin, weight}, ce: {weight}}``.
+        student_head: ``{aux_classifier, logit_scale, label_smooth}`` of the student.
+        teacher_logit_scale: scale of the teacher's logits (GaitGL raw: 1, cosine heads: 16).
+        evaluation: ``{protocol, metric, heatmap}``.
+        output_dir: where metrics / plots of the test go (``None``: nothing written).
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        num_classes: int,
+        optimizer: partial,
+        scheduler: partial | None = None,
+        teacher: nn.Module | None = None,
+        distill: dict | None = None,
+        loss: dict | None = None,
+        student_head: dict | None = None,
+        teacher_logit_scale: float = 1.0,
+        evaluation: dict | None = None,
+        output_dir: str | None = None,
+        input_size: tuple[int, int] = (64, 44),
+    ) -> None:
+        super().__init__()
+        loss = loss or {"triplet": {"margin": 0.2, "weight": 1.0}, "ce": {"weight": 1.0}}
+        head = student_head or {"aux_classifier": False, "logit_scale": 16.0, "label_smooth": True}
+        self.evaluation = evaluation or {"protocol": "casia_b", "metric": "euc", "heatmap": False}
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+
+        self.student = student
+        s_shape = probe_shape(student, tuple(input_size))
+        self.aux_head: nn.Module | None = None
+        if s_shape.classes is None and head.get("aux_classifier", False):
+            self.aux_head = AuxPartClassifier(s_shape.parts, s_shape.channels, num_classes)
+            s_shape = type(s_shape)(s_shape.channels, s_shape.parts, num_classes)
+        if s_shape.classes is not None and s_shape.classes != num_classes:
+            raise ValueError(f"student has {s_shape.classes} classes but the dataset has {num_classes} training ids")
+
+        self.triplet_weight = float(loss["triplet"].get("weight", 1.0))
+        self.triplet = TripletLoss(margin=float(loss["triplet"].get("margin", 0.2)))
+        self.ce_weight = float(loss.get("ce", {}).get("weight", 1.0)) if s_shape.classes is not None else 0.0
+        self.ce = PartCrossEntropyLoss(scale=float(head.get("logit_scale", 16.0)),
+                                       label_smooth=bool(head.get("label_smooth", True)))
+
+        self.teacher = teacher
+        self.kd: KDBranch | None = None
+        if teacher is not None:
+            teacher.requires_grad_(False)
+            teacher.eval()
+            t_shape = probe_shape(teacher, tuple(input_size))
+            if t_shape.classes is not None and t_shape.classes != num_classes:
+                raise ValueError(
+                    f"teacher has {t_shape.classes} classes but the dataset has {num_classes} training identities; "
+                    "use a teacher trained on this dataset's training split"
+                )
+            distill = dict(distill or {})
+            self.kd = KDBranch(
+                s_shape, t_shape,
+                decision=distill.get("decision"), boundary=distill.get("boundary"),
+                part_align=distill.get("part_align", "pool"), connector=distill.get("connector", "student"),
+                student_logit_scale=float(head.get("logit_scale", 16.0)), teacher_logit_scale=teacher_logit_scale,
+            )
+        self.collector = EmbeddingCollector()
+        self._infer_seconds = 0.0
+        self._infer_sequences = 0
+
+    # ----------------------------------------------------------------------------------------------------- teacher
+    def train(self, mode: bool = True) -> GaitKDModule:
+        """Lightning calls ``.train()`` on the whole module every epoch: keep the teacher's BatchNorm frozen."""
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Student checkpoints never hold teacher weights."""
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Re-insert the (separately loaded) teacher weights so a strict load of a student checkpoint works."""
+        if self.teacher is not None:
+            for key, value in self.teacher.state_dict().items():
+                checkpoint["state_dict"].setdefault(TEACHER_PREFIX + key, value)
+
+    # ---------------------------------------------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        sils, labels = batch["sils"], batch["labels"]
+        out_s = self.student(sils)
+        emb_s = out_s.train_embeddings
+        logits_s = out_s.logits if out_s.logits is not None else (
+            self.aux_head(emb_s) if self.aux_head is not None else None)
+
+        terms: dict[str, tuple[float, Tensor]] = {}
+        trip, trip_info = self.triplet(embeddings=emb_s, labels=labels)
+        terms["triplet"] = (self.triplet_weight, trip)
+        if self.ce_weight and logits_s is not None:
+            ce, ce_info = self.ce(logits=logits_s, labels=labels)
+            terms["ce"] = (self.ce_weight, ce)
+            self.log("train/ce_accuracy", ce_info["accuracy"], on_step=True)
+        if self.kd is not None:
+            with torch.no_grad():
+                out_t = self.teacher(sils)
+            terms.update(self.kd(out_s, logits_s, out_t))
+
+        total = weighted_sum(terms)
+        for name, (_, value) in terms.items():
+            self.log(f"train/{name}", value.detach().mean(), on_step=True)
+        self.log("train/triplet_active", trip_info["loss_num"].float().mean(), on_step=True)
+        self.log("train/loss", total.detach(), on_step=True, prog_bar=True)
+        return total
+
+    def configure_optimizers(self) -> Any:
+        params = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith(TEACHER_PREFIX)]
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------------------------------------- evaluation
+    def on_test_epoch_start(self) -> None:
+        self.collector.reset()
+        self._infer_seconds, self._infer_sequences = 0.0, 0
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        start = time.perf_counter()
+        emb = self.student(batch["sils"], seqL=batch["seqL"]).embeddings
+        self._infer_seconds += time.perf_counter() - start
+        self._infer_sequences += len(batch["seqL"])
+        self.collector.update(emb.float(), batch["index"])
+
+    def on_test_epoch_end(self) -> None:
+        embeddings, index = self.collector.compute()
+        meta = self.trainer.datamodule.test_meta
+        idx = index.tolist()
+        result = evaluate(
+            self.evaluation.get("protocol", "casia_b"), embeddings,
+            [meta["labels"][i] for i in idx], [meta["types"][i] for i in idx], [meta["views"][i] for i in idx],
+            metric=self.evaluation.get("metric", "euc"),
+        )
+        self.result = result
+        headline = {k: float(v) for k, v in result.items() if isinstance(v, float)}
+        self.infer_ms_per_seq = 1000.0 * self._infer_seconds / max(self._infer_sequences, 1)
+        for key, value in headline.items():
+            self.log(f"test/{key}", value, sync_dist=False)
+        self.log("test/num_sequences", float(len(idx)))
+        if self.trainer.is_global_zero:
+            print_result(result, title=f"{self.evaluation.get('protocol')} rank-1 per probe view (%)")
+            if self.output_dir is not None:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                payload = {**headline, "num_sequences": len(idx), "infer_ms_per_seq": self.infer_ms_per_seq}
+                (self.output_dir / "test_metrics.json").write_text(json.dumps(payload, indent=2))
+                if self.evaluation.get("heatmap", False) and "acc" in result:
+                    plot_per_view_heatmap(result, self.output_dir / "per_view_heatmap.png")

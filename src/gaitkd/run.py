@@ -1,0 +1,152 @@
+"""Hydra entry point: compose -> validate -> build -> fit -> test.
+
+    python -m gaitkd.run +experiment=gaitgl_to_gaitset data=synthetic teacher.ckpt=PATH
+
+``train(cfg)`` is the task function (tests call it in-process); ``main`` wraps it for the command line and
+turns known user errors (bad data root, missing teacher checkpoint, ...) into one clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+from torch import nn
+
+from gaitkd.data import GaitDataError
+from gaitkd.errors import ConfigError
+from gaitkd.models import count_params, load_opengait_weights
+from gaitkd.module import GaitKDModule
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = REPO_ROOT / "conf"
+OmegaConf.register_new_resolver("gaitkd_root", lambda: str(REPO_ROOT), replace=True)
+
+
+def _teacher_ckpt(cfg: DictConfig) -> Path | None:
+    """The teacher checkpoint path, validated before any data or model is built."""
+    if "model" not in cfg.teacher:
+        if cfg.distill.get("decision") or cfg.distill.get("boundary"):
+            raise ConfigError("distill is enabled but no teacher is configured: add `teacher=gaitgl teacher.ckpt=PATH`")
+        return None
+    try:
+        ckpt = cfg.teacher.ckpt
+    except MissingMandatoryValue:
+        ckpt = None
+    if not ckpt:
+        raise ConfigError(
+            "this experiment distils from a teacher but `teacher.ckpt` is not set: pass teacher.ckpt=PATH "
+            "(a gaitkd checkpoint, e.g. outputs/train_gaitgl/<run>/checkpoints/last.ckpt, or an OpenGait .pt)"
+        )
+    path = Path(ckpt)
+    if not path.is_file():
+        raise ConfigError(f"teacher.ckpt={ckpt}: no such file")
+    return path
+
+
+def build_model(node: DictConfig, num_classes: int) -> nn.Module:
+    """Instantiate a model config; ``class_num: null`` means "the number of training identities"."""
+    overrides = {"class_num": num_classes} if "class_num" in node and node.class_num is None else {}
+    return instantiate(node, **overrides)
+
+
+def load_teacher(teacher: nn.Module, path: Path, num_classes: int) -> None:
+    """Load the teacher's weights; any mismatch (architecture, width, class count) is one ``ConfigError``."""
+    try:
+        load_opengait_weights(teacher, path)
+    except ValueError as err:
+        raise ConfigError(
+            f"teacher.ckpt={path} does not fit the configured teacher, built for this dataset's {num_classes} "
+            f"training identities (class count). A teacher trained on another label set or with another "
+            f"architecture/width cannot be used; check `teacher=` and the dataset. Details: {err}"
+        ) from err
+
+
+@dataclass
+class Built:
+    """Everything one run needs, built from the config (tests use this to drive the Trainer themselves)."""
+
+    datamodule: L.LightningDataModule
+    module: GaitKDModule
+    trainer: L.Trainer
+
+
+def build(cfg: DictConfig) -> Built:
+    """Validate the config, then build data, models, the LightningModule and the Trainer."""
+    teacher_ckpt = _teacher_ckpt(cfg)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    num_classes = datamodule.num_classes
+
+    student = build_model(cfg.student.model, num_classes)
+    if cfg.student.get("init"):
+        load_opengait_weights(student, cfg.student.init)
+    teacher = None
+    if teacher_ckpt is not None:
+        teacher = build_model(cfg.teacher.model, num_classes)
+        load_teacher(teacher, teacher_ckpt, num_classes)
+
+    module = GaitKDModule(
+        student=student,
+        num_classes=num_classes,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        teacher=teacher,
+        distill=OmegaConf.to_container(cfg.distill, resolve=True),
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        student_head={k: cfg.student.get(k) for k in ("aux_classifier", "logit_scale", "label_smooth")},
+        teacher_logit_scale=float(cfg.teacher.get("logit_scale", 1.0)),
+        evaluation=OmegaConf.to_container(cfg.evaluation, resolve=True),
+        output_dir=str(cfg.paths.output_dir),
+    )
+    loggers = [instantiate(v) for v in (cfg.get("logger") or {}).values()]
+    callbacks = [instantiate(v) for v in (cfg.get("callbacks") or {}).values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    return Built(datamodule, module, trainer)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit (and test) one configuration; returns the metrics also written to ``<output_dir>/metrics.json``."""
+    L.seed_everything(cfg.seed, workers=True)
+    built = build(cfg)
+    module, trainer = built.module, built.trainer
+    out_dir = Path(cfg.paths.output_dir)
+    metrics: dict[str, Any] = {"task": cfg.task_name, "student": type(module.student).__name__,
+                               "params": count_params(module.student), "seed": cfg.seed}
+    if cfg.train:
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=built.datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics["train_seconds"] = time.perf_counter() - start
+        trainer.save_checkpoint(out_dir / "checkpoints" / "last.ckpt")
+    if cfg.test:
+        trainer.test(module, datamodule=built.datamodule, verbose=False)
+        metrics.update({k: v for k, v in module.result.items() if isinstance(v, float)})
+        metrics["infer_ms_per_seq"] = module.infer_ms_per_seq
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="run")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return train(cfg)
+    except (ConfigError, GaitDataError) as err:
+        print(f"gaitkd: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    torch.set_float32_matmul_precision("high")
+    main()
