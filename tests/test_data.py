@@ -366,7 +366,6 @@ def test_datamodule_end_to_end(tmp_path, mode):
         seen += batch["index"].tolist()
     assert sorted(seen) == list(range(len(test))) and len(seen) == len(test)
     assert dm.test_meta["labels"] == test.labels and set(test.labels) == set(test_ids)
-    assert len(dm.val_dataloader()) == len(dm.test_dataloader())
 
 
 def test_datamodule_workers_match_single_process(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from gaitkd.data import synthetic
 from gaitkd.data.synthetic import CASIA_TYPES, CASIA_VIEWS, ensure_synthetic, generate, sequence
+from gaitkd.data.walker import project, sample_identity, sample_walk, skeleton
 
 SMALL = {"num_ids": 4, "views": ["000", "090", "162"], "frames": (12, 20), "num_train": 3, "seed": 3}
 
@@ -105,6 +106,17 @@ def test_identity_dominates_walk_noise() -> None:
     intra = np.mean([np.linalg.norm(geis[i, "nm-01"] - geis[i, "nm-02"]) for i in ids])
     inter = np.mean([np.linalg.norm(geis[i, "nm-01"] - geis[j, "nm-02"]) for i in ids for j in ids if i != j])
     assert intra < 0.7 * inter
+
+
+def test_view_projection_geometry() -> None:
+    """000 sees the hips side by side (mirrored at 180); 090 sees them overlap and the feet point to the right."""
+    walk = sample_walk(np.random.default_rng(0), sample_identity(np.random.default_rng(1)), "nm")
+    j = skeleton(walk, np.linspace(0.0, 2 * np.pi, 8))
+    hips = {v: project(j["hip_r"], v)[:, 0] - project(j["hip_l"], v)[:, 0] for v in (0, 90, 180)}
+    width = np.linalg.norm(j["hip_r"] - j["hip_l"], axis=1)
+    np.testing.assert_allclose(hips[0], -hips[180], atol=1e-9)
+    assert (hips[0] < -0.9 * width).all() and (np.abs(hips[90]) < 0.3 * width).all()
+    assert (project(j["toe_r"], 90)[:, 0] > project(j["ankle_r"], 90)[:, 0]).all()
 
 
 def test_bag_coat_and_view_change_the_silhouette() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from gaitkd.distill import AuxPartClassifier, weighted_sum
@@ -171,6 +172,11 @@ class GaitKDModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         embeddings, index = self.collector.compute()
+        self.infer_ms_per_seq = 1000.0 * self._infer_seconds / max(self._infer_sequences, 1)
+        self.result = {}
+        if self.trainer.fast_dev_run:  # one batch is not a test set: the protocol would see empty galleries
+            rank_zero_info("fast_dev_run: evaluation protocol skipped (only one test batch was embedded)")
+            return
         meta = self.trainer.datamodule.test_meta
         idx = index.tolist()
         result = evaluate(
@@ -180,7 +186,6 @@ class GaitKDModule(L.LightningModule):
         )
         self.result = result
         headline = {k: float(v) for k, v in result.items() if isinstance(v, float)}
-        self.infer_ms_per_seq = 1000.0 * self._infer_seconds / max(self._infer_sequences, 1)
         for key, value in headline.items():
             self.log(f"test/{key}", value, sync_dist=False)
         self.log("test/num_sequences", float(len(idx)))

@@ -54,6 +54,11 @@ def _teacher_ckpt(cfg: DictConfig) -> Path | None:
     return path
 
 
+def _optional(node: DictConfig | None) -> Any:
+    """Instantiate a group that may be switched off (``scheduler=none``): no ``_target_`` means ``None``."""
+    return instantiate(node) if node and "_target_" in node else None
+
+
 def build_model(node: DictConfig, num_classes: int) -> nn.Module:
     """Instantiate a model config; ``class_num: null`` means "the number of training identities"."""
     overrides = {"class_num": num_classes} if "class_num" in node and node.class_num is None else {}
@@ -101,7 +106,7 @@ def build(cfg: DictConfig) -> Built:
         student=student,
         num_classes=num_classes,
         optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        scheduler=_optional(cfg.get("scheduler")),
         teacher=teacher,
         distill=OmegaConf.to_container(cfg.distill, resolve=True),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
@@ -128,7 +133,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         start = time.perf_counter()
         trainer.fit(module, datamodule=built.datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics["train_seconds"] = time.perf_counter() - start
-        trainer.save_checkpoint(out_dir / "checkpoints" / "last.ckpt")
+        trainer.save_checkpoint(out_dir / "checkpoints" / "last.ckpt", weights_only=False)
     if cfg.test:
         trainer.test(module, datamodule=built.datamodule, verbose=False)
         metrics.update({k: v for k, v in module.result.items() if isinstance(v, float)})

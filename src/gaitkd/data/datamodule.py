@@ -186,6 +186,3 @@ class GaitDataModule(L.LightningDataModule):
             collate_fn=collate_eval,
             **self.loader_kwargs,
         )
-
-    def val_dataloader(self) -> DataLoader:
-        return self.test_dataloader()

@@ -98,7 +98,7 @@ def sample_walk(rng: np.random.Generator, ident: Params, condition: str) -> Para
         walk["bag_d"] = rng.uniform(0.06, 0.16)
         walk["bag_drop"] = rng.uniform(0.0, 0.08)
         if CARRY_KINDS[int(walk["carry"])] == "handbag":  # the carrying arm hardly swings
-            walk["arm_asym"] = walk["bag_side"] * rng.uniform(0.6, 0.9)
+            walk["hold"] = rng.uniform(0.6, 0.9)
     elif condition == "cl":
         walk["coat"] = 1.0
         walk["coat_len"] = rng.uniform(0.10, 0.30)  # hem below the pelvis
@@ -118,7 +118,7 @@ def _bump(phi: np.ndarray, centre: float, power: float) -> np.ndarray:
 
 def _vec(x: np.ndarray | float, y: np.ndarray | float, z: np.ndarray | float, n: int) -> np.ndarray:
     """Stack three scalars/[T] arrays into ``[T, 3]``."""
-    return np.stack(np.broadcast_arrays(*(np.broadcast_to(np.asarray(c, float), (n,)) for c in (x, y, z))), -1)
+    return np.stack([np.broadcast_to(np.asarray(c, float), (n,)) for c in (x, y, z)], -1)
 
 
 def skeleton(w: Params, phase: np.ndarray) -> dict[str, np.ndarray]:
@@ -150,11 +150,12 @@ def skeleton(w: Params, phase: np.ndarray) -> dict[str, np.ndarray]:
             np.sin(toe) * np.cos(pitch), -np.sin(pitch) - 0.25, np.cos(toe) * np.cos(pitch), n
         )
         # Arms swing against the leg of the same side; elbows bend more on the forward swing.
-        amp = w["arm_amp"] * (1.0 - s * w["arm_asym"])
+        hold = w.get("hold", 0.0) if s == w.get("bag_side") else 0.0
+        amp = w["arm_amp"] * (1.0 - s * w["arm_asym"]) * (1.0 - hold)
         swing = rad(w["hip_offset"] - amp * np.sin(leg_phase))
         elbow = rad(w["elbow_base"] + w["elbow_swing"] * (1.0 - np.sin(leg_phase)) * 0.5)
         ab = rad(w["arm_abduct"])
-        counter = _vec(s * np.cos(-0.6 * rot), 0.0, s * np.sin(0.6 * rot), n)
+        counter = _vec(s * np.cos(0.6 * rot), 0.0, s * np.sin(0.6 * rot), n)  # shoulder axis turns against `rot`
         shoulder = neck - 0.35 * w["shoulder_r"] * up + w["shoulder_half"] * counter
         j[f"shoulder_{side}"] = shoulder
         j[f"elbow_{side}"] = shoulder + w["upper_arm_len"] * _vec(
@@ -165,6 +166,19 @@ def skeleton(w: Params, phase: np.ndarray) -> dict[str, np.ndarray]:
             s * np.sin(ab), -np.cos(ab) * np.cos(fore), np.cos(ab) * np.sin(fore), n
         )
     return j
+
+
+def project(p: np.ndarray, view_deg: float) -> np.ndarray:
+    """World points ``[T, 3]`` -> image ``[T, 2]`` (u right, v up) seen from CASIA-B view ``view_deg``.
+
+    Orthographic after rotating about the vertical axis; 000 = the person walks towards the camera (their right side
+    appears on the image left), 090 = side view walking to the right, 180 = from behind. The camera looks slightly
+    down (``ELEVATION_DEG``), so points nearer to it appear lower.
+    """
+    th, el = np.deg2rad(view_deg), np.deg2rad(ELEVATION_DEG)
+    right = np.array([-np.cos(th), 0.0, np.sin(th)])
+    towards = np.array([np.sin(th), 0.0, np.cos(th)])  # from the person to the camera
+    return np.stack([p @ right, p[:, 1] * np.cos(el) - (p @ towards) * np.sin(el)], -1)
 
 
 @dataclass
@@ -181,22 +195,14 @@ class _Builder:
     """Collects capsules from projected joints (keeps ``body_capsules`` readable)."""
 
     def __init__(self, joints: dict[str, np.ndarray], view_deg: float) -> None:
-        th, el = np.deg2rad(view_deg), np.deg2rad(ELEVATION_DEG)
-        self.c, self.s = np.cos(th), np.sin(th)
-        right = np.array([-self.c, 0.0, self.s])  # camera right axis
-        towards = np.array([self.s, 0.0, self.c])  # from the person to the camera
+        self.view = view_deg
+        self.c, self.s = np.cos(np.deg2rad(view_deg)), np.sin(np.deg2rad(view_deg))
         self.n = len(next(iter(joints.values())))
-        self.proj = {k: self.project(v, right, towards, el) for k, v in joints.items()}
-        self.right, self.towards, self.el = right, towards, el
+        self.proj = {k: self.point(v) for k, v in joints.items()}
         self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
-    @staticmethod
-    def project(p: np.ndarray, right: np.ndarray, towards: np.ndarray, el: float) -> np.ndarray:
-        """``[T, 3]`` world points -> ``[T, 2]`` image (u, v)."""
-        return np.stack([p @ right, p[:, 1] * np.cos(el) - (p @ towards) * np.sin(el)], -1)
-
     def point(self, p: np.ndarray) -> np.ndarray:
-        return self.project(p, self.right, self.towards, self.el)
+        return project(p, self.view)
 
     def width(self, half_lateral: float, half_depth: float) -> float:
         """Projected half-extent of a horizontal ellipse (lateral x depth) seen from this view."""
@@ -238,7 +244,7 @@ def body_capsules(w: Params, phase: np.ndarray, view_deg: float) -> Capsules:
     if coat:
         _add_coat(b, j, w, hip_w)
     if w["carry"] >= 0:
-        _add_bag(b, j, w)
+        _add_bag(b, j, w, phase)
     return b.capsules()
 
 
@@ -253,7 +259,7 @@ def _add_coat(b: _Builder, j: dict[str, np.ndarray], w: Params, hip_w: float) ->
     b.add(b.point(j["chest"]), end, b.width(w["chest_half"], w["chest_depth"]) + w["coat_thick"], hem_r)
 
 
-def _add_bag(b: _Builder, j: dict[str, np.ndarray], w: Params) -> None:
+def _add_bag(b: _Builder, j: dict[str, np.ndarray], w: Params, phase: np.ndarray) -> None:
     """Bag blob + strap; its size, side and kind come from the walk parameters."""
     kind = CARRY_KINDS[int(w["carry"])]
     side = w["bag_side"]
@@ -270,7 +276,7 @@ def _add_bag(b: _Builder, j: dict[str, np.ndarray], w: Params) -> None:
         lateral = j["hip_r"] - j["pelvis"]
         lateral /= np.linalg.norm(lateral, axis=1, keepdims=True)
         centre = j["pelvis"] + lateral * side * (w["hip_half"] + 0.5 * w["bag_d"] + w["thigh_r"])
-        centre = centre + _vec(0.0, -w["bag_drop"], 0.03 * np.sin(np.arange(n) * 0.2), n)
+        centre = centre + _vec(0.0, -w["bag_drop"], 0.03 * np.sin(phase), n)  # swings with the stride
         strap_from = j["shoulder_l" if side > 0 else "shoulder_r"]
         b.add(b.point(strap_from), b.point(centre), 0.012, 0.012)
     else:  # handbag hangs from the wrist of the carrying side

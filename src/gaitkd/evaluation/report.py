@@ -48,7 +48,8 @@ def per_view_table(result: dict, title: str) -> Table:
 
 def print_result(result: dict, title: str, console: Console | None = None) -> None:
     """Print ``per_view_table(result, title)`` to ``console`` (a new stdout console by default)."""
-    (console or Console()).print(per_view_table(result, title))
+    # wide enough for 14 OU-MVLP views even when stdout is not a terminal (logs, CI)
+    (console or Console(width=max(Console().width, 140))).print(per_view_table(result, title))
 
 
 def plot_per_view_heatmap(result: dict, path: str | Path) -> Path:
