@@ -141,6 +141,9 @@ class GaitKDModule(L.LightningModule):
         if self.kd is not None:
             with torch.no_grad():
                 out_t = self.teacher(sils)
+                if out_t.logits is not None:  # a teacher at chance level makes decision KD pure noise: show it
+                    teacher_acc = (out_t.logits.argmax(1) == labels[:, None]).float().mean()
+                    self.log("train/teacher_accuracy", teacher_acc, on_step=True)
             terms.update(self.kd(out_s, logits_s, out_t))
 
         total = weighted_sum(terms)

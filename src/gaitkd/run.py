@@ -55,7 +55,8 @@ def _teacher_ckpt(cfg: DictConfig) -> Path | None:
 
 
 def _optional(node: DictConfig | None) -> Any:
-    """Instantiate a group that may be switched off (``scheduler=none``): no ``_target_`` means ``None``."""
+    """Instantiate a node of a group that may be switched off (``scheduler=none``, ``callbacks=none``): a node
+    without ``_target_`` (e.g. values a preset sets for a group that is now off) means ``None``."""
     return instantiate(node) if node and "_target_" in node else None
 
 
@@ -115,8 +116,8 @@ def build(cfg: DictConfig) -> Built:
         evaluation=OmegaConf.to_container(cfg.evaluation, resolve=True),
         output_dir=str(cfg.paths.output_dir),
     )
-    loggers = [instantiate(v) for v in (cfg.get("logger") or {}).values()]
-    callbacks = [instantiate(v) for v in (cfg.get("callbacks") or {}).values()]
+    loggers = [x for x in map(_optional, (cfg.get("logger") or {}).values()) if x is not None]
+    callbacks = [x for x in map(_optional, (cfg.get("callbacks") or {}).values()) if x is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     return Built(datamodule, module, trainer)
 
