@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+
+from gaitkd.run import CONF_DIR, train
 
 REPO = Path(__file__).resolve().parents[1]
 _EXPLICIT = "GAITKD_FIXTURES" in os.environ
@@ -37,3 +40,37 @@ def load_fixture(name: str) -> dict:
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+# ----------------------------------------------------------------------------------- end-to-end runs (tiny preset)
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def make_cfg(out: Path, cache: Path, *overrides: str):
+    """Compose like the command line; ``+preset=tiny`` goes last so it wins over the experiment's sizes."""
+    student = [] if any(o.startswith("student=") for o in overrides) else ["student=gaitset_small"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("run", overrides=[
+            "data=synthetic", f"paths.output_dir={out}", f"paths.cache_dir={cache}",
+            *student, *overrides, "+preset=tiny",
+        ])
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def teacher_ckpt(tmp_path_factory, cache_dir) -> Path:
+    """A tiny trained GaitGL teacher checkpoint (2 steps) shared by the KD tests."""
+    out = tmp_path_factory.mktemp("teacher")
+    cfg = make_cfg(out, cache_dir, "+experiment=train_gaitgl", "student=gaitgl_narrow", "test=false")
+    train(cfg)
+    path = out / "checkpoints" / "last.ckpt"
+    assert path.is_file()
+    return path
+
+
+def kd_overrides(ckpt: Path) -> list[str]:
+    return ["+experiment=gaitgl_to_gaitset", "teacher=gaitgl_narrow", f"teacher.ckpt={ckpt}"]
+
+

@@ -4,48 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from conftest import kd_overrides, make_cfg
 from gaitkd.errors import ConfigError
 from gaitkd.run import CONF_DIR, REPO_ROOT, build, train
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-def make_cfg(out: Path, cache: Path, *overrides: str):
-    """Compose like the command line; ``+preset=tiny`` goes last so it wins over the experiment's sizes."""
-    student = [] if any(o.startswith("student=") for o in overrides) else ["student=gaitset_small"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("run", overrides=[
-            "data=synthetic", f"paths.output_dir={out}", f"paths.cache_dir={cache}",
-            *student, *overrides, "+preset=tiny",
-        ])
-    return cfg
-
-
-@pytest.fixture(scope="session")
-def teacher_ckpt(tmp_path_factory, cache_dir) -> Path:
-    """A tiny trained GaitGL teacher checkpoint (2 steps) shared by the KD tests."""
-    out = tmp_path_factory.mktemp("teacher")
-    cfg = make_cfg(out, cache_dir, "+experiment=train_gaitgl", "student=gaitgl_narrow", "test=false")
-    train(cfg)
-    path = out / "checkpoints" / "last.ckpt"
-    assert path.is_file()
-    return path
-
-
-def kd_overrides(ckpt: Path) -> list[str]:
-    return ["+experiment=gaitgl_to_gaitset", "teacher=gaitgl_narrow", f"teacher.ckpt={ckpt}"]
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -26,6 +26,7 @@ from gaitkd.evaluation.report import plot_per_view_heatmap, print_result
 from gaitkd.losses import PartCrossEntropyLoss, TripletLoss
 
 TEACHER_PREFIX = "teacher."
+STUDENT_CONFIG_KEY = "gaitkd_student_config"
 
 
 class GaitKDModule(L.LightningModule):
@@ -39,6 +40,7 @@ class GaitKDModule(L.LightningModule):
         distill: ``{part_align, connector, decision, boundary}`` (see ``conf/distill``) or ``None``.
         loss: ``{triplet: {margin, weight}, ce: {weight}}``.
         student_head: ``{aux_classifier, logit_scale, label_smooth}`` of the student.
+        student_config: the student's model config (``_target_`` + kwargs), stored in checkpoints for export.
         teacher_logit_scale: scale of the teacher's logits (GaitGL raw: 1, cosine heads: 16).
         evaluation: ``{protocol, metric, heatmap}``.
         output_dir: where metrics / plots of the test go (``None``: nothing written).
@@ -58,12 +60,14 @@ class GaitKDModule(L.LightningModule):
         evaluation: dict | None = None,
         output_dir: str | None = None,
         input_size: tuple[int, int] = (64, 44),
+        student_config: dict | None = None,
     ) -> None:
         super().__init__()
         loss = loss or {"triplet": {"margin": 0.2, "weight": 1.0}, "ce": {"weight": 1.0}}
         head = student_head or {"aux_classifier": False, "logit_scale": 16.0, "label_smooth": True}
         self.evaluation = evaluation or {"protocol": "casia_b", "metric": "euc", "heatmap": False}
         self.output_dir = Path(output_dir) if output_dir else None
+        self.student_config = student_config  # the student's model config (with _target_), kept for export
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
 
         self.student = student
@@ -112,7 +116,9 @@ class GaitKDModule(L.LightningModule):
         return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Student checkpoints never hold teacher weights."""
+        """Student checkpoints never hold teacher weights; they carry the student's model config for export."""
+        if self.student_config is not None:
+            checkpoint[STUDENT_CONFIG_KEY] = self.student_config
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
             del state[key]

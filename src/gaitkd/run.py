@@ -60,10 +60,17 @@ def _optional(node: DictConfig | None) -> Any:
     return instantiate(node) if node and "_target_" in node else None
 
 
+def _model_config(node: DictConfig, num_classes: int) -> dict[str, Any]:
+    """A model config as a plain dict; ``class_num: null`` means "the number of training identities"."""
+    config = OmegaConf.to_container(node, resolve=True)
+    if "class_num" in config and config["class_num"] is None:
+        config["class_num"] = num_classes
+    return config
+
+
 def build_model(node: DictConfig, num_classes: int) -> nn.Module:
-    """Instantiate a model config; ``class_num: null`` means "the number of training identities"."""
-    overrides = {"class_num": num_classes} if "class_num" in node and node.class_num is None else {}
-    return instantiate(node, **overrides)
+    """Instantiate a model config (see ``_model_config``)."""
+    return instantiate(_model_config(node, num_classes))
 
 
 def load_teacher(teacher: nn.Module, path: Path, num_classes: int) -> None:
@@ -95,7 +102,8 @@ def build(cfg: DictConfig) -> Built:
     datamodule.setup("fit")
     num_classes = datamodule.num_classes
 
-    student = build_model(cfg.student.model, num_classes)
+    student_config = _model_config(cfg.student.model, num_classes)
+    student = instantiate(student_config)
     if cfg.student.get("init"):
         load_opengait_weights(student, cfg.student.init)
     teacher = None
@@ -115,6 +123,7 @@ def build(cfg: DictConfig) -> Built:
         teacher_logit_scale=float(cfg.teacher.get("logit_scale", 1.0)),
         evaluation=OmegaConf.to_container(cfg.evaluation, resolve=True),
         output_dir=str(cfg.paths.output_dir),
+        student_config=student_config,
     )
     loggers = [x for x in map(_optional, (cfg.get("logger") or {}).values()) if x is not None]
     callbacks = [x for x in map(_optional, (cfg.get("callbacks") or {}).values()) if x is not None]

@@ -1,0 +1,93 @@
+"""`gaitkd` sub-commands: `export` (student alone, zero extra inference cost) and `models` (the model zoo)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from gaitkd.errors import GaitKDError
+
+CASIA_CLASSES = 74  # class_num used for `gaitkd models` (OpenGait's CASIA-B configs)
+
+
+def _export(args: argparse.Namespace, console: Console) -> None:
+    from gaitkd.export import export_student
+
+    report = export_student(args.ckpt, args.out, frames=args.frames, onnx=args.onnx, repeats=args.repeats)
+    table = Table(title=f"exported student ({args.frames} frames, batch 1, CPU)")
+    for col in ("", "params", "GFLOPs", "ms / sequence"):
+        table.add_column(col, justify="right")
+    table.add_row("exported (TorchScript)", f"{report.params:,}", f"{report.flops / 1e9:.2f}",
+                  f"{report.latency_ms:.1f}")
+    table.add_row("plain model", f"{report.plain_params:,}", f"{report.flops / 1e9:.2f}",
+                  f"{report.plain_latency_ms:.1f}")
+    console.print(table)
+    console.print(f"wrote {report.path}" + (f" and {report.onnx_path}" if report.onnx_path else ""))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.as_dict(), indent=2))
+
+
+def model_rows(names: Sequence[str] | None = None, frames: int = 30) -> list[dict]:
+    """Params, FLOPs at ``1 x frames x 64 x 44``, parts and width of each ``conf/student/<name>.yaml`` model."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from gaitkd.distill.branch import probe_shape
+    from gaitkd.export import EmbeddingExport, count_flops
+    from gaitkd.models import count_params
+    from gaitkd.run import CONF_DIR, _model_config
+
+    names = names or sorted(p.stem for p in (CONF_DIR / "student").glob("*.yaml"))
+    rows = []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for name in names:
+            cfg = compose("run", overrides=[f"student={name}", "paths.output_dir=."])
+            model = instantiate(_model_config(cfg.student.model, CASIA_CLASSES)).eval()
+            shape = probe_shape(model)
+            sils = torch.rand(1, frames, 64, 44)
+            rows.append({"config": name, "model": type(model).__name__, "params": count_params(model),
+                         "gflops": count_flops(EmbeddingExport(model), sils) / 1e9, "parts": shape.parts,
+                         "channels": shape.channels, "classifier": shape.classes is not None})
+    return rows
+
+
+def _models(args: argparse.Namespace, console: Console) -> None:
+    table = Table(title=f"gaitkd models (CASIA-B configs, {CASIA_CLASSES} classes, input 1x{args.frames}x64x44)")
+    for col in ("student= / teacher=", "class", "params", "GFLOPs", "parts P", "width C", "classifier"):
+        table.add_column(col, justify="left" if col in ("student= / teacher=", "class") else "right")
+    for row in model_rows(args.names or None, args.frames):
+        table.add_row(row["config"], row["model"], f"{row['params']:,}", f"{row['gflops']:.2f}", str(row["parts"]),
+                      str(row["channels"]), "yes" if row["classifier"] else "no (aux head in KD)")
+    console.print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="gaitkd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    exp = sub.add_parser("export", help="write the student of a gaitkd checkpoint alone (TorchScript / ONNX)")
+    exp.add_argument("ckpt", help="gaitkd Lightning checkpoint (e.g. outputs/<task>/<run>/checkpoints/last.ckpt)")
+    exp.add_argument("out", help="output TorchScript file (.pt)")
+    exp.add_argument("--frames", type=int, default=30, help="frames of the example input (latency, FLOPs)")
+    exp.add_argument("--onnx", action="store_true", help="also write OUT.onnx (needs the `onnx` extra)")
+    exp.add_argument("--repeats", type=int, default=5, help="timed repetitions for the latency median")
+    exp.add_argument("--json", help="also write the report as JSON here")
+    models = sub.add_parser("models", help="list the models with params, FLOPs, parts and width")
+    models.add_argument("names", nargs="*", help="conf/student config names (default: all)")
+    models.add_argument("--frames", type=int, default=30)
+    args = parser.parse_args(argv)
+    console = Console()
+    try:
+        {"export": _export, "models": _models}[args.command](args, console)
+    except GaitKDError as err:
+        console.print(f"[red]gaitkd: error:[/red] {err}")
+        raise SystemExit(2) from err
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Export: the student alone, exactly the plain model's parameters, the checkpoint's embeddings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import kd_overrides, make_cfg
+from gaitkd.cli import main as cli_main
+from gaitkd.cli import model_rows
+from gaitkd.errors import ConfigError
+from gaitkd.export import EmbeddingExport, export_student, load_student
+from gaitkd.models import count_params
+from gaitkd.run import train
+
+
+@pytest.fixture(scope="module")
+def kd_ckpt(tmp_path_factory, cache_dir, teacher_ckpt):
+    """A GaitKD checkpoint whose module holds a connector and an aux classifier besides the student."""
+    out = tmp_path_factory.mktemp("kd")
+    train(make_cfg(out, cache_dir, *kd_overrides(teacher_ckpt), "student=gaitset_narrow", "test=false"))
+    return out / "checkpoints" / "last.ckpt"
+
+
+def test_exported_student_is_the_plain_student(kd_ckpt, tmp_path):
+    state = torch.load(kd_ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert any(k.startswith("aux_head.") for k in state) and any(k.startswith("kd.") for k in state)
+
+    report = export_student(kd_ckpt, tmp_path / "student.pt", frames=12, repeats=2)
+    exported = torch.jit.load(report.path)
+    assert report.params == report.plain_params == sum(p.numel() for p in exported.parameters())
+    student, _ = load_student(kd_ckpt)
+    assert report.params == count_params(student)
+    assert report.flops > 0 and report.latency_ms > 0 and report.plain_latency_ms > 0
+
+    # embeddings equal the checkpoint's student, also for another batch size and sequence length
+    student_weights = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
+    assert all(torch.equal(student.state_dict()[k], v) for k, v in student_weights.items())
+    sils = torch.rand(3, 17, 64, 44)
+    with torch.no_grad():
+        assert torch.allclose(exported(sils), EmbeddingExport(student)(sils), atol=1e-6)
+
+
+def test_export_cli_and_bad_checkpoint(kd_ckpt, tmp_path, capsys):
+    cli_main(["export", str(kd_ckpt), str(tmp_path / "s.pt"), "--frames", "6", "--repeats", "1",
+              "--json", str(tmp_path / "r.json")])
+    assert (tmp_path / "s.pt").is_file() and (tmp_path / "r.json").is_file()
+    torch.save({"state_dict": {}}, tmp_path / "bare.ckpt")
+    with pytest.raises(ConfigError, match="student model config"):
+        export_student(tmp_path / "bare.ckpt", tmp_path / "x.pt")
+
+
+def test_models_report_lists_parts_and_widths():
+    rows = {r["config"]: r for r in model_rows(["gaitset_small", "gaitgl_narrow"], frames=6)}
+    assert rows["gaitset_small"]["parts"] == 62 and rows["gaitset_small"]["channels"] == 64
+    assert not rows["gaitset_small"]["classifier"] and rows["gaitgl_narrow"]["classifier"]
+    assert rows["gaitgl_narrow"]["gflops"] > rows["gaitset_small"]["gflops"] > 0
