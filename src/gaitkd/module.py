@@ -145,11 +145,12 @@ class GaitKDModule(L.LightningModule):
             terms["ce"] = (self.ce_weight, ce)
             self.log("train/ce_accuracy", ce_info["accuracy"], on_step=True)
         if self.kd is not None:
-            with torch.no_grad():
+            with torch.inference_mode():  # the teacher never builds a graph
                 out_t = self.teacher(sils)
-                if out_t.logits is not None:  # a teacher at chance level makes decision KD pure noise: show it
-                    teacher_acc = (out_t.logits.argmax(1) == labels[:, None]).float().mean()
-                    self.log("train/teacher_accuracy", teacher_acc, on_step=True)
+            out_t = out_t.map(Tensor.clone)  # inference tensors cannot be saved for the student's backward
+            if out_t.logits is not None:  # a teacher at chance level makes decision KD pure noise: show it
+                teacher_acc = (out_t.logits.argmax(1) == labels[:, None]).float().mean()
+                self.log("train/teacher_accuracy", teacher_acc, on_step=True)
             terms.update(self.kd(out_s, logits_s, out_t))
 
         total = weighted_sum(terms)

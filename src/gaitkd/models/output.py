@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 from torch import Tensor
 
@@ -25,3 +26,8 @@ class GaitOutput:
     def train_embeddings(self) -> Tensor:
         """The embedding used by training losses (triplet, boundary KD)."""
         return self.embeddings if self.triplet_embeddings is None else self.triplet_embeddings
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> GaitOutput:
+        """Apply ``fn`` to every tensor (e.g. ``Tensor.clone`` to turn inference-mode outputs into normal tensors)."""
+        return GaitOutput(**{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name))
+                             for f in fields(self)})
