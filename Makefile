@@ -20,7 +20,7 @@ test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests bench
 
 demo: install
 	$(PY) -m gaitkd.demo
