@@ -55,3 +55,23 @@ def test_models_report_lists_parts_and_widths():
     assert rows["gaitset_small"]["parts"] == 62 and rows["gaitset_small"]["channels"] == 64
     assert not rows["gaitset_small"]["classifier"] and rows["gaitgl_narrow"]["classifier"]
     assert rows["gaitgl_narrow"]["gflops"] > rows["gaitset_small"]["gflops"] > 0
+
+
+def test_opengait_checkpoint_round_trips_through_export(tmp_path):
+    """OpenGait state_dict -> our model -> `gaitkd export` -> the embeddings OpenGait computed."""
+    from omegaconf import OmegaConf
+
+    from conftest import load_fixture
+
+    fx = load_fixture("models/GaitSet.pt")
+    ckpt = tmp_path / "GaitSet-40000.pt"
+    torch.save({"model": fx["state_dict"], "optimizer": {}, "iteration": 40000}, ckpt)
+    OmegaConf.save(OmegaConf.create(fx["config"]), tmp_path / "gaitset.yaml")
+    frames = fx["input"]["sils"].shape[1]
+    cli_main(["export", str(ckpt), str(tmp_path / "gaitset_ts.pt"), "--opengait-config", str(tmp_path / "gaitset.yaml"),
+              "--frames", str(frames), "--repeats", "1"])
+    exported = torch.jit.load(str(tmp_path / "gaitset_ts.pt"))
+    with torch.no_grad():
+        got = exported(fx["input"]["sils"])
+    want = fx["outputs"]["inference_feat"]["embeddings"]
+    assert (got - want).abs().max() <= 1e-5

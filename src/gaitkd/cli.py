@@ -19,7 +19,8 @@ CASIA_CLASSES = 74  # class_num used for `gaitkd models` (OpenGait's CASIA-B con
 def _export(args: argparse.Namespace, console: Console) -> None:
     from gaitkd.export import export_student
 
-    report = export_student(args.ckpt, args.out, frames=args.frames, onnx=args.onnx, repeats=args.repeats)
+    report = export_student(args.ckpt, args.out, frames=args.frames, onnx=args.onnx, repeats=args.repeats,
+                            opengait_config=args.opengait_config)
     table = Table(title=f"exported student ({args.frames} frames, batch 1, CPU)")
     for col in ("", "params", "GFLOPs", "ms / sequence"):
         table.add_column(col, justify="right")
@@ -71,7 +72,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gaitkd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     exp = sub.add_parser("export", help="write the student of a gaitkd checkpoint alone (TorchScript / ONNX)")
-    exp.add_argument("ckpt", help="gaitkd Lightning checkpoint (e.g. outputs/<task>/<run>/checkpoints/last.ckpt)")
+    exp.add_argument("ckpt", help="gaitkd checkpoint (outputs/<task>/<run>/checkpoints/last.ckpt), or an OpenGait "
+                     "checkpoint with --opengait-config")
+    exp.add_argument("--opengait-config", help="OpenGait YAML config of the model in an OpenGait checkpoint")
     exp.add_argument("out", help="output TorchScript file (.pt)")
     exp.add_argument("--frames", type=int, default=30, help="frames of the example input (latency, FLOPs)")
     exp.add_argument("--onnx", action="store_true", help="also write OUT.onnx (needs the `onnx` extra)")

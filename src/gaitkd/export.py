@@ -12,6 +12,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from gaitkd.errors import ConfigError
-from gaitkd.models import count_params, load_opengait_weights
+from gaitkd.models import count_params, from_opengait, load_opengait_weights
 from gaitkd.module import STUDENT_CONFIG_KEY
 
 
@@ -87,11 +88,32 @@ def latency_ms(fn: Callable[[Tensor], Any], sils: Tensor, repeats: int = 5) -> f
     return 1000.0 * statistics.median(times) / sils.shape[0]
 
 
+def load_opengait_student(ckpt: str | Path, config: str | Path | dict) -> tuple[nn.Module, Callable[[], nn.Module]]:
+    """A model from an OpenGait config (YAML path or dict) with the weights of an OpenGait checkpoint."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(OmegaConf.load(config), resolve=True) if not isinstance(config, dict) else config
+    model = from_opengait(cfg)
+    load_opengait_weights(model, ckpt)
+    return model.eval(), lambda: from_opengait(cfg)
+
+
 def export_student(ckpt: str | Path, out: str | Path, frames: int = 30, size: tuple[int, int] = (64, 44),
-                   onnx: bool = False, repeats: int = 5) -> ExportReport:
-    """Write the student of ``ckpt`` as TorchScript to ``out`` (and ``out.onnx`` if ``onnx``); return the report."""
-    student, config = load_student(ckpt)
-    wrapped = EmbeddingExport(student).eval()
+                   onnx: bool = False, repeats: int = 5, opengait_config: str | Path | dict | None = None
+                   ) -> ExportReport:
+    """Export the student of a gaitkd checkpoint, or (with ``opengait_config``) an OpenGait checkpoint's model."""
+    if opengait_config is not None:
+        student, build_plain = load_opengait_student(ckpt, opengait_config)
+    else:
+        student, config = load_student(ckpt)
+        build_plain = partial(instantiate, config)
+    return export_model(student, build_plain, out, frames=frames, size=size, onnx=onnx, repeats=repeats)
+
+
+def export_model(student: nn.Module, build_plain: Callable[[], nn.Module], out: str | Path, frames: int = 30,
+                 size: tuple[int, int] = (64, 44), onnx: bool = False, repeats: int = 5) -> ExportReport:
+    """Write ``student`` as TorchScript to ``out`` (and ``out.onnx`` if ``onnx``); compare with ``build_plain()``."""
+    wrapped = EmbeddingExport(student.eval()).eval()
     sils = torch.rand(1, frames, *size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         traced = torch.jit.trace(wrapped, sils, check_trace=False)
@@ -113,7 +135,7 @@ def export_student(ckpt: str | Path, out: str | Path, frames: int = 30, size: tu
         torch.onnx.export(wrapped, (sils,), onnx_path, input_names=["sils"], output_names=["embeddings"],
                           dynamic_axes={"sils": {0: "batch", 1: "frames"}, "embeddings": {0: "batch"}})
 
-    plain = EmbeddingExport(instantiate(config)).eval()
+    plain = EmbeddingExport(build_plain()).eval()
     return ExportReport(
         path=str(out), onnx_path=onnx_path,
         params=sum(p.numel() for p in exported.parameters()), plain_params=count_params(plain),
