@@ -90,3 +90,21 @@ def test_cli_missing_casia_b_root_stops_with_clear_error(tmp_path):
     assert "data=synthetic" in proc.stderr and str(tmp_path / "nope") in proc.stderr
     assert "Traceback" not in proc.stderr
     assert REPO_ROOT.exists()
+
+
+def test_student_init_loads_gaitkd_and_opengait_checkpoints(tmp_path, cache_dir):
+    first = tmp_path / "first"
+    train(make_cfg(first, cache_dir, "+experiment=train_gaitset", "test=false"))
+    ckpt = first / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    student = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
+    opengait = tmp_path / "opengait.pt"
+    torch.save({"model": student, "iteration": 2}, opengait)
+    for init in (ckpt, opengait):
+        built = build(make_cfg(tmp_path / "second", cache_dir, "+experiment=train_gaitset", f"student.init={init}"))
+        loaded = built.module.student.state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in student.items())
+    bad = make_cfg(tmp_path / "third", cache_dir, "+experiment=train_gaitset", "student=gaitgl_narrow",
+                   f"student.init={opengait}")
+    with pytest.raises(ConfigError, match="(?s)student.init=.*missing keys"):
+        build(bad)

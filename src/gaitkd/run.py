@@ -73,15 +73,15 @@ def build_model(node: DictConfig, num_classes: int) -> nn.Module:
     return instantiate(_model_config(node, num_classes))
 
 
-def load_teacher(teacher: nn.Module, path: Path, num_classes: int) -> None:
-    """Load the teacher's weights; any mismatch (architecture, width, class count) is one ``ConfigError``."""
+def load_weights(model: nn.Module, path: str | Path, key: str, num_classes: int) -> None:
+    """Load a checkpoint (config key ``key``) into ``model``; any mismatch is one ``ConfigError``."""
     try:
-        load_opengait_weights(teacher, path)
-    except ValueError as err:
+        load_opengait_weights(model, path)
+    except (ValueError, FileNotFoundError) as err:
         raise ConfigError(
-            f"teacher.ckpt={path} does not fit the configured teacher, built for this dataset's {num_classes} "
-            f"training identities (class count). A teacher trained on another label set or with another "
-            f"architecture/width cannot be used; check `teacher=` and the dataset. Details: {err}"
+            f"{key}={path} does not fit the configured model, built for this dataset's {num_classes} training "
+            f"identities (class count). A checkpoint trained on another label set or with another architecture/width "
+            f"cannot be used; check the model config and the dataset. Details: {err}"
         ) from err
 
 
@@ -105,11 +105,11 @@ def build(cfg: DictConfig) -> Built:
     student_config = _model_config(cfg.student.model, num_classes)
     student = instantiate(student_config)
     if cfg.student.get("init"):
-        load_opengait_weights(student, cfg.student.init)
+        load_weights(student, cfg.student.init, "student.init", num_classes)
     teacher = None
     if teacher_ckpt is not None:
         teacher = build_model(cfg.teacher.model, num_classes)
-        load_teacher(teacher, teacher_ckpt, num_classes)
+        load_weights(teacher, teacher_ckpt, "teacher.ckpt", num_classes)
 
     module = GaitKDModule(
         student=student,
