@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from torch import nn
 
+from .deepgaitv2 import DeepGaitV2
+from .gaitbase import GaitBase
 from .gaitgl import GaitGL
+from .gaitpart import GaitPart
 from .gaitset import GaitSet
 from .opengait import MODELS, build_model, from_opengait, load_opengait_weights
 from .output import GaitOutput
@@ -21,8 +24,11 @@ def count_params(model: nn.Module) -> int:
 
 __all__ = [
     "MODELS",
+    "DeepGaitV2",
+    "GaitBase",
     "GaitGL",
     "GaitOutput",
+    "GaitPart",
     "GaitSet",
     "build_model",
     "count_params",

@@ -9,7 +9,7 @@ OpenGait state_dicts load 1:1.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,15 +47,11 @@ def check_packed(sils: Tensor, lengths: list[int] | None) -> None:
         )
 
 
-def temporal_max(x: Tensor, seqL: SeqL = None) -> Tensor:
-    """Max over time (dim 2): ``[n, c, s, ...] -> [n, c, ...]``; with ``seqL``: ``[1, c, sum, ...] -> [N, c, ...]``.
+def pad_packed(x: Tensor, lengths: list[int]) -> tuple[Tensor, Tensor]:
+    """Unpack ``[1, c, sum(seqL), ...]`` into ``[N, c, L_max, ...]`` plus a ``valid [N, L_max]`` bool mask.
 
-    Packed sequences are padded to the longest one by repeating their last frame (a repeated frame cannot change
-    a max), so every sequence is pooled in one vectorised gather + max.
+    Shorter sequences are padded by repeating their last frame: harmless for a max, anything else must use the mask.
     """
-    lengths = seq_lengths(seqL)
-    if lengths is None:
-        return x.max(dim=2).values
     if x.shape[0] != 1 or x.shape[2] != sum(lengths):
         raise ValueError(f"packed features must be [1, c, sum(seqL)={sum(lengths)}, ...], got {tuple(x.shape)}")
     lens = torch.tensor(lengths, device=x.device)
@@ -63,7 +59,38 @@ def temporal_max(x: Tensor, seqL: SeqL = None) -> Tensor:
     steps = torch.arange(int(lens.max()), device=x.device)
     index = starts[:, None] + torch.minimum(steps[None], lens[:, None] - 1)  # [N, L_max]
     frames = x[0].index_select(1, index.reshape(-1)).unflatten(1, index.shape)  # [c, N, L_max, ...]
-    return frames.max(dim=2).values.movedim(1, 0).contiguous()
+    return frames.movedim(1, 0), steps[None] < lens[:, None]
+
+
+def temporal_max(x: Tensor, seqL: SeqL = None) -> Tensor:
+    """Max over time (dim 2): ``[n, c, s, ...] -> [n, c, ...]``; with ``seqL``: ``[1, c, sum, ...] -> [N, c, ...]``.
+
+    Packed sequences are unpacked by ``pad_packed`` (last frame repeated, which cannot change a max), so every
+    sequence is pooled in one vectorised gather + max.
+    """
+    lengths = seq_lengths(seqL)
+    if lengths is None:
+        return x.max(dim=2).values
+    return pad_packed(x, lengths)[0].max(dim=2).values.contiguous()
+
+
+def map_length_groups(fn: Callable[[Tensor], Tensor], packed: Tensor, lengths: list[int]) -> Tensor:
+    """Run ``fn`` once per group of equal-length packed sequences; results come back in input order.
+
+    ``packed [1, sum(seqL), ...]``; ``fn: [g, L, ...] -> [g, ...]`` for the ``g`` sequences of length ``L``;
+    returns ``[N, ...]``. For networks whose temporal convolutions must not mix neighbouring sequences.
+    """
+    frames = packed[0]
+    lens = torch.tensor(lengths, device=packed.device)
+    starts = torch.cumsum(lens, 0) - lens
+    order: list[Tensor] = []
+    outputs: list[Tensor] = []
+    for length in torch.unique(lens).tolist():  # one batch per distinct length
+        rows = torch.nonzero(lens == length).flatten()
+        index = starts[rows, None] + torch.arange(length, device=packed.device)  # [g, length]
+        outputs.append(fn(frames[index]))
+        order.append(rows)
+    return torch.cat(outputs)[torch.argsort(torch.cat(order))]
 
 
 class BasicConv2d(nn.Module):
@@ -211,3 +238,24 @@ def init_opengait_(model: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) and m.affine:
             nn.init.normal_(m.weight.data, 1.0, 0.02)
             nn.init.constant_(m.bias.data, 0.0)
+
+
+class BasicBlock2D(nn.Module):
+    """torchvision ``BasicBlock``: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``; ``[n, c_in, h, w] ->
+    [n, planes, h / stride, w / stride]``. ``downsample`` (conv1x1 + BN) is the shortcut when the shape changes."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + shortcut)

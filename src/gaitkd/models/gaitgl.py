@@ -14,7 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import BasicConv3d, GeMHPP, SeparateBNNecks, SeparateFCs, SeqL, check_packed, init_opengait_, seq_lengths
+from .blocks import (
+    BasicConv3d,
+    GeMHPP,
+    SeparateBNNecks,
+    SeparateFCs,
+    SeqL,
+    check_packed,
+    init_opengait_,
+    map_length_groups,
+    seq_lengths,
+)
 from .output import GaitOutput
 
 DEEP_DATASETS = ("OUMVLP", "GREW")  # OpenGait builds the deeper network for exactly these dataset names
@@ -116,21 +126,8 @@ class GaitGL(nn.Module):
         return x.max(dim=2).values
 
     def _pooled_maps(self, sils: Tensor, lengths: list[int] | None) -> Tensor:
-        """Backbone per group of equal-length sequences, rows restored to input order: ``[N, C, h, w]``."""
-        if lengths is None:
-            return self.backbone(sils)
-        frames = sils[0]  # [sum(seqL), H, W]
-        lens = torch.tensor(lengths, device=sils.device)
-        starts = torch.cumsum(lens, 0) - lens
-        order: list[Tensor] = []
-        groups: list[Tensor] = []
-        for length in torch.unique(lens).tolist():  # one batch per distinct length, never mixing sequences
-            rows = torch.nonzero(lens == length).flatten()
-            index = starts[rows, None] + torch.arange(length, device=sils.device)  # [g, length]
-            groups.append(self.backbone(frames[index]))
-            order.append(rows)
-        maps = torch.cat(groups)
-        return maps[torch.argsort(torch.cat(order))]
+        """Backbone per group of equal-length sequences (3-D convs never mix sequences): ``[N, C, h, w]``."""
+        return self.backbone(sils) if lengths is None else map_length_groups(self.backbone, sils, lengths)
 
     def forward(self, sils: Tensor, seqL: SeqL = None) -> GaitOutput:
         """``sils [N, T, H, W]`` in [0, 1]; ``seqL`` per-sequence frame counts for packed input."""

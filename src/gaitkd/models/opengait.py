@@ -15,10 +15,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .deepgaitv2 import DeepGaitV2, deepgaitv2_kwargs
+from .gaitbase import GaitBase, gaitbase_kwargs
 from .gaitgl import GaitGL
+from .gaitpart import GaitPart, gaitpart_kwargs
 from .gaitset import GaitSet
 
-MODELS: dict[str, type[nn.Module]] = {"GaitSet": GaitSet, "GaitGL": GaitGL}
+MODELS: dict[str, type[nn.Module]] = {
+    "GaitSet": GaitSet,
+    "GaitGL": GaitGL,
+    "GaitPart": GaitPart,
+    "Baseline": GaitBase,
+    "GaitBase": GaitBase,  # alias: the model's published name
+    "DeepGaitV2": DeepGaitV2,
+}
 
 DEFAULT_DATASET = "CASIA-B"
 
@@ -73,7 +83,14 @@ def _gaitgl_kwargs(model_cfg: Mapping, dataset_name: str) -> dict:
     return kwargs
 
 
-_TRANSLATORS: dict[str, Callable[[Mapping, str], dict]] = {"GaitSet": _gaitset_kwargs, "GaitGL": _gaitgl_kwargs}
+_TRANSLATORS: dict[str, Callable[[Mapping, str], dict]] = {
+    "GaitSet": _gaitset_kwargs,
+    "GaitGL": _gaitgl_kwargs,
+    "GaitPart": gaitpart_kwargs,
+    "Baseline": gaitbase_kwargs,
+    "GaitBase": gaitbase_kwargs,
+    "DeepGaitV2": deepgaitv2_kwargs,
+}
 
 
 def from_opengait(config: Mapping, dataset_name: str | None = None) -> nn.Module:
