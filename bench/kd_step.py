@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from gaitkd.distill.branch import probe_shape
 from gaitkd.models import count_params
 from gaitkd.module import GaitKDModule
 from gaitkd.run import CONF_DIR, _model_config
@@ -66,6 +67,8 @@ def bench_pair(teacher_name: str, student_name: str, args) -> dict:
     n = args.p * args.k
     batch = {"sils": torch.rand(n, args.frames, 64, 44), "labels": torch.arange(args.p).repeat_interleave(args.k)}
     teacher = instantiate(_model_config(cfg.teacher.model, args.p)).eval()
+    if probe_shape(teacher).classes is None:  # GaitSet / GaitPart teach through the boundary branch only
+        cfg.distill.decision = None
     plain = make_module(cfg, args.p, None).train()
     kd = make_module(cfg, args.p, teacher).train()
 

@@ -57,21 +57,42 @@ def test_models_report_lists_parts_and_widths():
     assert rows["gaitgl_narrow"]["gflops"] > rows["gaitset_small"]["gflops"] > 0
 
 
-def test_opengait_checkpoint_round_trips_through_export(tmp_path):
+@pytest.mark.parametrize("name", ["GaitSet", "GaitGL", "GaitPart", "Baseline", "DeepGaitV2"])
+def test_opengait_checkpoint_round_trips_through_export(name, tmp_path):
     """OpenGait state_dict -> our model -> `gaitkd export` -> the embeddings OpenGait computed."""
     from omegaconf import OmegaConf
 
     from conftest import load_fixture
 
-    fx = load_fixture("models/GaitSet.pt")
-    ckpt = tmp_path / "GaitSet-40000.pt"
+    fx = load_fixture(f"models/{name}.pt")
+    ckpt = tmp_path / f"{name}-iter.pt"
     torch.save({"model": fx["state_dict"], "optimizer": {}, "iteration": 40000}, ckpt)
-    OmegaConf.save(OmegaConf.create(fx["config"]), tmp_path / "gaitset.yaml")
+    OmegaConf.save(OmegaConf.create(fx["config"]), tmp_path / "config.yaml")
     frames = fx["input"]["sils"].shape[1]
-    cli_main(["export", str(ckpt), str(tmp_path / "gaitset_ts.pt"), "--opengait-config", str(tmp_path / "gaitset.yaml"),
+    cli_main(["export", str(ckpt), str(tmp_path / "ts.pt"), "--opengait-config", str(tmp_path / "config.yaml"),
               "--frames", str(frames), "--repeats", "1"])
-    exported = torch.jit.load(str(tmp_path / "gaitset_ts.pt"))
+    exported = torch.jit.load(str(tmp_path / "ts.pt"))
     with torch.no_grad():
         got = exported(fx["input"]["sils"])
-    want = fx["outputs"]["inference_feat"]["embeddings"]
+    want = fx["outputs"]["inference_feat"]["embeddings"]  # GaitGL: one sequence per forward, as OpenGait
     assert (got - want).abs().max() <= 1e-5
+
+
+def test_onnx_export_matches_opengait(tmp_path):
+    """With the `onnx` extra installed: ONNX file with dynamic batch / frames, equal to OpenGait's embeddings."""
+    ort = pytest.importorskip("onnxruntime", reason="ONNX export needs the `onnx` extra")
+    from omegaconf import OmegaConf
+
+    from conftest import load_fixture
+
+    fx = load_fixture("models/GaitSet.pt")
+    torch.save({"model": fx["state_dict"]}, tmp_path / "c.pt")
+    OmegaConf.save(OmegaConf.create(fx["config"]), tmp_path / "c.yaml")
+    report = export_student(tmp_path / "c.pt", tmp_path / "s.pt", frames=fx["input"]["sils"].shape[1], repeats=1,
+                            onnx=True, opengait_config=tmp_path / "c.yaml")
+    session = ort.InferenceSession(report.onnx_path)
+    sils = fx["input"]["sils"].numpy()
+    got = session.run(None, {"sils": sils})[0]
+    assert abs(got - fx["outputs"]["inference_feat"]["embeddings"].numpy()).max() <= 1e-5
+    shorter = session.run(None, {"sils": sils[:1, : sils.shape[1] // 2]})[0]
+    assert shorter.shape == (1, *got.shape[1:])
