@@ -186,7 +186,7 @@ def test_protocol_names_and_errors() -> None:
     assert canonical_protocol("CASIA-B") == canonical_protocol("casia_b") == "casia_b"
     with pytest.raises(ValueError, match="unknown evaluation protocol"):
         evaluate("grew", *args)
-    with pytest.raises(NotImplementedError, match="Gait3D"):
+    with pytest.raises(ValueError, match="probe_set"):
         evaluate("Gait3D", *args)
     with pytest.raises(ValueError, match="lengths"):
         evaluate("oumvlp", data["embeddings"], data["labels"][:-1], data["types"], data["views"])

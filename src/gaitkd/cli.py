@@ -1,9 +1,11 @@
-"""`gaitkd` sub-commands: `export` (student alone, zero extra inference cost) and `models` (the model zoo)."""
+"""`gaitkd` sub-commands: `export` (student alone, zero extra inference cost), `models` (the model zoo) and
+`check-data` (every problem of an OpenGait pkl folder at once)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,6 +70,32 @@ def _models(args: argparse.Namespace, console: Console) -> None:
     console.print(table)
 
 
+def _check_data(args: argparse.Namespace, console: Console) -> None:
+    from gaitkd.data.check import check_dataset
+
+    report = check_dataset(args.root, args.partition, workers=args.workers)
+    console.print(report)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+def _prepare(args: argparse.Namespace, console: Console) -> None:
+    from gaitkd.data.prepare import prepare
+
+    summary = prepare(args.dataset, args.raw_dir, args.out_dir, workers=args.workers, img_size=args.img_size)
+    table = Table(title=f"gaitkd prepare {args.dataset}: {args.raw_dir} -> {args.out_dir}")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    for label, value in summary.rows():
+        table.add_row(label, value)
+    console.print(table)
+    for label, names in (("empty", summary.empty), ("short", summary.short), ("failed", summary.failed)):
+        if names:
+            console.print(f"[yellow]{label}:[/yellow] " + "; ".join(names[:5]) + (" ..." if len(names) > 5 else ""))
+    if summary.failed:
+        raise SystemExit(1)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gaitkd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,10 +111,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     models = sub.add_parser("models", help="list the models with params, FLOPs, parts and width")
     models.add_argument("names", nargs="*", help="conf/student config names (default: all)")
     models.add_argument("--frames", type=int, default=30)
+    check = sub.add_parser("check-data", help="list every problem of an OpenGait pkl folder (exit 1 on errors)")
+    check.add_argument("root", help="dataset folder <root>/<id>/<type>/<view>/*.pkl")
+    check.add_argument("--partition", help="OpenGait partition JSON (default: ROOT/partition.json if present)")
+    check.add_argument("--workers", type=int, help="decoding threads (default: min(4, CPUs))")
+    prep = sub.add_parser("prepare", help="raw silhouette frames (PNG/JPG folders or GIFs) -> OpenGait pkls")
+    # Choices are checked by gaitkd.data.prepare (importing it here would slow down every sub-command).
+    prep.add_argument("dataset", help="casia_b | oumvlp | gait3d | generic: how <id>/<type>/<view> are read from "
+                      "the paths (see gaitkd.data.prepare)")
+    prep.add_argument("raw_dir", help="raw dataset tree, e.g. CASIA-B <id>/<type>/<view>/*.png")
+    prep.add_argument("out_dir", help="output folder: <id>/<type>/<view>/<view>.pkl")
+    prep.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all CPUs)")
+    prep.add_argument("--img-size", type=int, default=64, help="output height and width (OpenGait's --img_size)")
     args = parser.parse_args(argv)
     console = Console()
     try:
-        {"export": _export, "models": _models}[args.command](args, console)
+        commands = {"export": _export, "models": _models, "check-data": _check_data, "prepare": _prepare}
+        commands[args.command](args, console)
     except GaitKDError as err:
         console.print(f"[red]gaitkd: error:[/red] {err}")
         raise SystemExit(2) from err

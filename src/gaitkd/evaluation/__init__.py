@@ -14,12 +14,14 @@ import torch
 
 from gaitkd.evaluation.collect import EmbeddingCollector
 from gaitkd.evaluation.distance import pairwise_distance
+from gaitkd.evaluation.gait3d import evaluate_many, evaluate_rank, gait3d_evaluation, mean_iou
 from gaitkd.evaluation.indoor import (
     compute_acc_map,
     cross_view_gallery_evaluation,
     indoor_dataset_key,
     single_view_gallery_evaluation,
 )
+from gaitkd.evaluation.rerank import re_ranking
 
 PROTOCOLS: tuple[str, ...] = ("casia_b", "oumvlp", "gait3d")
 RESULT_PREFIX = "scalar/test_accuracy/"
@@ -44,23 +46,28 @@ def evaluate(
     metric: str = "euc",
     cross_view_gallery: bool = False,
     probe_set: Sequence[str] | None = None,
+    rerank: dict | None = None,
 ) -> dict:
     """Evaluate test embeddings ``[N, C, P]`` with OpenGait's protocol for ``protocol``.
 
     Args:
-        protocol: ``casia_b`` / ``oumvlp`` (or OpenGait's 'CASIA-B' / 'OUMVLP'); ``gait3d`` is not available yet.
+        protocol: ``casia_b`` / ``oumvlp`` / ``gait3d`` (or OpenGait's 'CASIA-B' / 'OUMVLP' / 'Gait3D').
         embeddings: ``[N, C, P]`` torch or numpy; labels/types/views: N strings (OpenGait's id / type / view).
         metric: ``euc`` or ``cos``.
         cross_view_gallery: OpenGait's ``evaluator_cfg.cross_view_gallery`` switch (indoor protocols only).
-        probe_set: Gait3D probe keys (unused by indoor protocols).
+        probe_set: Gait3D probe keys ``"<label>-<type>-<view>"`` (required for gait3d, unused otherwise).
+        rerank: Gait3D only: ``None`` or ``{"k1", "k2", "lambda_value"}`` for k-reciprocal re-ranking.
 
     Returns:
         Float metrics keyed like OpenGait without the prefix, plus per-view arrays (``view_list``, ``type_order``,
-        ``acc``, ``per_view`` or ``acc_raw``, ``map_raw``, ``acc_per_view``, ``map_per_view``).
+        ``acc``, ``per_view`` or ``acc_raw``, ``map_raw``, ``acc_per_view``, ``map_per_view``); for gait3d
+        ``Rank-1/5/10``, ``mAP``, ``mINP`` plus ``cmc``, ``all_AP``, ``all_INP``, ``n_valid``, ``n_skipped``.
     """
     key = canonical_protocol(protocol)
     if key == "gait3d":
-        raise NotImplementedError("the Gait3D protocol is not implemented yet; use 'casia_b' or 'oumvlp'")
+        return gait3d_evaluation(embeddings, labels, types, views, probe_set, metric=metric, rerank=rerank)
+    if rerank is not None:
+        raise ValueError(f"re-ranking is only available for the gait3d protocol, not {key!r}")
     fn = cross_view_gallery_evaluation if cross_view_gallery else single_view_gallery_evaluation
     return fn(embeddings, labels, types, views, dataset=key, metric=metric)
 
@@ -78,7 +85,12 @@ __all__ = [
     "compute_acc_map",
     "cross_view_gallery_evaluation",
     "evaluate",
+    "evaluate_many",
+    "evaluate_rank",
+    "gait3d_evaluation",
+    "mean_iou",
     "pairwise_distance",
+    "re_ranking",
     "scalar_metrics",
     "single_view_gallery_evaluation",
 ]

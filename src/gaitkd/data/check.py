@@ -1,0 +1,367 @@
+"""`gaitkd check-data`: every problem of an OpenGait-layout dataset (and its partition file) in one report.
+
+Owns: walking ``root/<id>/<type>/<view>/*.pkl`` without stopping at the first problem, decoding every selected pkl
+once (threads, rich progress bar on large trees), cross-sequence checks (majority frame size, modality counts,
+frame counts within a sequence), partition diagnostics, and the :class:`Report` (rich table / plain text,
+``.errors`` / ``.ok``). :func:`assert_clean` turns a report with errors into one :class:`GaitDataError`.
+
+The per-pkl verdict mirrors :func:`gaitkd.data.dataset.load_pkl` (a pkl with no issue here loads there), but keeps
+the raw frame size (before the width cut) and classifies the failure instead of raising. Unpickling executes code
+from the files: check only folders you trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from rich.progress import Progress
+from rich.table import Table
+
+from gaitkd.data.dataset import LAYOUT, GaitDataError, GaitSequenceDataset
+from gaitkd.data.partition import Partition, load_partition
+
+ERROR, WARNING = "error", "warning"
+# kind -> (severity, what it means). Errors break loading or change results; warnings are data the loader skips.
+KINDS: dict[str, tuple[str, str]] = {
+    "root_missing": (ERROR, "dataset root does not exist or is not a folder"),
+    "no_sequences": (ERROR, f"no sequence folder with .pkl files found; expected {LAYOUT}"),
+    "unreadable_folder": (ERROR, "folder cannot be listed (permissions, I/O error)"),
+    "unreadable_pkl": (ERROR, "pkl cannot be unpickled (corrupt, truncated, not a pickle)"),
+    "not_array": (ERROR, "pkl does not hold a numpy array"),
+    "wrong_dtype": (ERROR, "array dtype is not uint8"),
+    "wrong_rank": (ERROR, "array is not [T, H, W]"),
+    "empty_sequence": (ERROR, "array has 0 frames"),
+    "shape_outlier": (ERROR, "frame size H x W differs from the dataset's majority"),
+    "frame_count_mismatch": (ERROR, "pkls of one sequence folder have different frame counts"),
+    "modality_missing": (ERROR, "requested modality not among the sequence's pkls"),
+    "misplaced_pkl": (ERROR, "pkl at the wrong depth (ignored by the loader)"),
+    "partition_unreadable": (ERROR, "partition file missing, not JSON, or a set is not a list of id strings"),
+    "partition_missing_key": (ERROR, "partition lacks TRAIN_SET or TEST_SET"),
+    "id_in_both_sets": (ERROR, "id listed in both TRAIN_SET and TEST_SET"),
+    "modality_count_mismatch": (WARNING, "sequence has a different number of pkls than most sequences"),
+    "empty_folder": (WARNING, "id / type / view folder is empty"),
+    "sequence_without_pkl": (WARNING, "view folder has files but no .pkl"),
+    "stray_file": (WARNING, "non-.pkl file inside a sequence folder"),
+    "not_a_folder": (WARNING, "file where an <id>/<type>/<view> folder is expected"),
+    "unexpected_folder": (WARNING, "folder inside a sequence (view) folder"),
+    "partition_id_missing": (WARNING, "partition id has no folder on disk"),
+    "unlisted_id": (WARNING, "id folder on disk in neither TRAIN_SET nor TEST_SET"),
+    "probe_missing": (WARNING, "PROBE_SET entry <id>-<type>-<view> not found on disk"),
+}
+MAX_EXAMPLES = 5
+PROGRESS_MIN_PKLS = 500  # below this the check takes well under a second; no bar
+
+
+@dataclass
+class Issue:
+    """All occurrences of one kind: ``count`` and the first ``MAX_EXAMPLES`` ``(where, detail)`` pairs."""
+
+    kind: str
+    count: int = 0
+    examples: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def severity(self) -> str:
+        return KINDS[self.kind][0]
+
+
+@dataclass
+class Report:
+    """Result of :func:`check_dataset`. Locations are relative to ``root`` (partition issues name ids)."""
+
+    root: Path
+    partition: Path | None = None
+    sequences: int = 0
+    pkls: int = 0
+    majority_shape: tuple[int, int] | None = None
+    issues: dict[str, Issue] = field(default_factory=dict)
+
+    def add(self, kind: str, where: str, detail: str = "") -> None:
+        if kind not in KINDS:  # a typo in this module, not a data problem
+            raise KeyError(f"unknown issue kind {kind!r}")
+        issue = self.issues.setdefault(kind, Issue(kind))
+        issue.count += 1
+        if len(issue.examples) < MAX_EXAMPLES:
+            issue.examples.append((where, detail))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {kind: issue.count for kind, issue in self.issues.items()}
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues.values() if i.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues.values() if i.severity == WARNING]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def _sorted(self) -> list[Issue]:
+        # errors first, then in KINDS order (roughly: root, files, sequences, partition)
+        order = list(KINDS)
+        return sorted(self.issues.values(), key=lambda i: (i.severity != ERROR, order.index(i.kind)))
+
+    def summary(self) -> str:
+        shape = "" if self.majority_shape is None else f", frames {self.majority_shape[0]}x{self.majority_shape[1]}"
+        part = f", partition {self.partition}" if self.partition else ", no partition checked"
+        verdict = "OK" if self.ok else f"{sum(i.count for i in self.errors)} errors"
+        warns = sum(i.count for i in self.warnings)
+        return f"{self.root}: {self.sequences} sequences, {self.pkls} pkls{shape}{part} -> {verdict}, {warns} warnings"
+
+    @staticmethod
+    def _example(where: str, detail: str) -> str:
+        return f"{where} ({detail})" if detail else where
+
+    def __str__(self) -> str:
+        lines = [self.summary()]
+        for issue in self._sorted():
+            shown = "; ".join(self._example(*e) for e in issue.examples[:3])
+            lines.append(f"  {issue.severity} {issue.kind} x{issue.count}: {KINDS[issue.kind][1]}. e.g. {shown}")
+        return "\n".join(lines)
+
+    def __rich__(self) -> Table:
+        table = Table(title=self.summary(), title_justify="left")
+        for col in ("kind", "severity", "count", "meaning", "first examples"):
+            table.add_column(col, justify="right" if col == "count" else "left", overflow="fold")
+        for issue in self._sorted():
+            colour = "red" if issue.severity == ERROR else "yellow"
+            table.add_row(issue.kind, f"[{colour}]{issue.severity}[/{colour}]", str(issue.count), KINDS[issue.kind][1],
+                          "\n".join(self._example(*e) for e in issue.examples[:3]))
+        return table
+
+
+def inspect_pkl(path: str) -> tuple[str | None, str, tuple[int, ...] | None]:
+    """Decode one pkl: ``(issue kind or None, detail, raw shape [T, H, W] or None)``. Same rules as ``load_pkl``."""
+    try:
+        with open(path, "rb") as handle:
+            obj = pickle.load(handle)
+    except Exception as err:  # any unpickling failure (truncation, garbage, missing class) is this file's problem
+        return "unreadable_pkl", f"{type(err).__name__}: {err}"[:120], None
+    if not isinstance(obj, np.ndarray):
+        return "not_array", type(obj).__name__, None
+    if obj.dtype != np.uint8:
+        return "wrong_dtype", str(obj.dtype), None
+    if obj.ndim != 3:
+        return "wrong_rank", f"shape {list(obj.shape)}", None
+    if obj.shape[0] == 0:
+        return "empty_sequence", "0 frames", None
+    return None, "", tuple(obj.shape)
+
+
+def _entries(path: Path, report: Report, rel: str) -> tuple[list[str], list[str]] | None:
+    """Sorted ``(sub-folder names, other entry names)`` of ``path``; ``None`` (and an issue) if unlistable."""
+    try:
+        with os.scandir(path) as it:
+            entries = list(it)
+    except OSError as err:
+        report.add("unreadable_folder", rel, type(err).__name__)
+        return None
+    dirs = sorted(e.name for e in entries if e.is_dir())
+    files = sorted(e.name for e in entries if not e.is_dir())  # broken links count as files
+    return dirs, files
+
+
+def _folder_level(path: Path, report: Report, rel: str, skip_json: bool = False) -> list[str] | None:
+    """Check an <id>/<type> level folder (or the root): files here are misplaced; returns its sub-folders."""
+    listed = _entries(path, report, rel)
+    if listed is None:
+        return None
+    dirs, files = listed
+    for name in files:
+        where = f"{rel}/{name}" if rel else name
+        if name.endswith(".pkl"):
+            report.add("misplaced_pkl", where)
+        elif not (skip_json and name.endswith(".json")):  # partition files may sit in the root
+            report.add("not_a_folder", where)
+    if rel and not dirs and not files:
+        report.add("empty_folder", rel)
+    return dirs
+
+
+def _scan(root: Path, report: Report, modalities: list | None) -> tuple[list[str], dict[str, list[str]]]:
+    """Walk the tree; returns on-disk ids and ``{"<id>/<type>/<view>": [selected pkl paths]}``."""
+    ids = _folder_level(root, report, "", skip_json=True) or []
+    picker = SimpleNamespace(modalities=modalities)  # reuse the dataset's modality selection rules
+    sequences: dict[str, list[str]] = {}
+    pkl_counts: dict[str, int] = {}
+    for sid in ids:
+        for typ in _folder_level(root / sid, report, sid) or []:
+            for view in _folder_level(root / sid / typ, report, f"{sid}/{typ}") or []:
+                rel = f"{sid}/{typ}/{view}"
+                listed = _entries(root / rel, report, rel)
+                if listed is None:
+                    continue
+                dirs, files = listed
+                names = [n for n in files if n.endswith(".pkl")]
+                for name in dirs:
+                    report.add("unexpected_folder", f"{rel}/{name}")
+                for name in files:
+                    if not name.endswith(".pkl"):
+                        report.add("stray_file", f"{rel}/{name}")
+                if not names:
+                    report.add("empty_folder" if not dirs and not files else "sequence_without_pkl", rel)
+                    continue
+                pkl_counts[rel] = len(names)
+                try:
+                    chosen = GaitSequenceDataset._select(picker, names, rel)
+                except GaitDataError:
+                    report.add("modality_missing", rel, f"pkls {names}")
+                    continue
+                sequences[rel] = [str(root / rel / n) for n in chosen]
+    if pkl_counts:
+        usual = Counter(pkl_counts.values()).most_common(1)[0][0]
+        for rel, n in pkl_counts.items():
+            if n != usual:
+                report.add("modality_count_mismatch", rel, f"{n} pkls, most have {usual}")
+    return ids, sequences
+
+
+def _decode_all(paths: list[str], workers: int, progress: bool) -> list[tuple[str | None, str, tuple | None]]:
+    """``inspect_pkl`` over ``paths`` in order; threads overlap file I/O, the bar shows on large trees only."""
+    threaded = workers > 1 and len(paths) >= 64
+    with ThreadPoolExecutor(workers) if threaded else nullcontext() as pool:
+        results = pool.map(inspect_pkl, paths, chunksize=16) if threaded else map(inspect_pkl, paths)
+        if progress and len(paths) >= PROGRESS_MIN_PKLS:
+            return _tracked(results, len(paths))
+        return list(results)
+
+
+def _tracked(results: Iterable, total: int) -> list:
+    out = []
+    with Progress(transient=True) as bar:
+        task = bar.add_task("decoding pkls", total=total)
+        for res in results:
+            out.append(res)
+            bar.advance(task)
+    return out
+
+
+def _check_sequences(root: Path, sequences: dict[str, list[str]], report: Report, workers: int,
+                     progress: bool) -> None:
+    flat = [p for paths in sequences.values() for p in paths]
+    verdicts = iter(_decode_all(flat, workers, progress))
+    report.pkls = len(flat)
+    shapes: dict[str, tuple[int, ...]] = {}  # relative pkl path -> raw [T, H, W] of the valid ones
+    for rel, paths in sequences.items():
+        frames: dict[str, int] = {}
+        for path in paths:
+            kind, detail, shape = next(verdicts)
+            where = Path(path).relative_to(root).as_posix()
+            if kind is not None:
+                report.add(kind, where, detail)
+                continue
+            shapes[where] = shape
+            frames[Path(path).name] = shape[0]
+        if len(set(frames.values())) > 1:
+            report.add("frame_count_mismatch", rel, ", ".join(f"{n}: T={t}" for n, t in frames.items()))
+    if shapes:
+        size = Counter(s[1:] for s in shapes.values())
+        report.majority_shape = size.most_common(1)[0][0]
+        for where, shape in shapes.items():
+            if shape[1:] != report.majority_shape:
+                h, w = report.majority_shape
+                report.add("shape_outlier", where, f"{shape[1]}x{shape[2]}, most are {h}x{w}")
+
+
+def _diagnose_partition(path: Path, report: Report) -> Partition | None:
+    """``load_partition``, or (when it refuses the file) every reason why, plus the usable part of the file."""
+    try:
+        return load_partition(path)
+    except GaitDataError as err:
+        reason = str(err)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        report.add("partition_unreadable", str(path), reason)
+        return None
+    sets: dict[str, list[str]] = {}
+    for key in ("TRAIN_SET", "TEST_SET", "PROBE_SET"):
+        value = data.get(key)
+        if key not in data:
+            if key != "PROBE_SET":
+                report.add("partition_missing_key", str(path), key)
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            sets[key] = value
+        else:
+            report.add("partition_unreadable", str(path), f"{key} is not a list of id strings")
+    for sid in sorted(set(sets.get("TRAIN_SET", [])) & set(sets.get("TEST_SET", []))):
+        report.add("id_in_both_sets", sid)
+    return Partition(sets.get("TRAIN_SET", []), sets.get("TEST_SET", []), sets.get("PROBE_SET"))
+
+
+def _check_partition(part: Partition, ids: list[str], sequences: dict[str, list[str]], report: Report) -> None:
+    on_disk = set(ids)
+    for name, listed in (("TRAIN_SET", part.train), ("TEST_SET", part.test)):
+        for sid in sorted(set(listed) - on_disk):
+            report.add("partition_id_missing", sid, name)
+    for sid in sorted(on_disk - set(part.train) - set(part.test)):
+        report.add("unlisted_id", sid)
+    if part.probe is not None:
+        seen = {rel.replace("/", "-") for rel in sequences}
+        for entry in part.probe:
+            if entry not in seen:
+                report.add("probe_missing", entry)
+
+
+def check_dataset(
+    root: str | os.PathLike,
+    partition: str | os.PathLike | None = None,
+    modalities: Sequence[int | str] | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Report:
+    """Check an OpenGait pkl folder and its partition; collects every problem instead of raising.
+
+    Args:
+        root: ``root/<id>/<type>/<view>/*.pkl``.
+        partition: OpenGait partition JSON; ``None`` uses ``root/partition.json`` when it exists (as the
+            datamodule does), otherwise skips the partition checks.
+        modalities: pkls of each sequence to decode (indices into the sorted pkl list or names, as
+            ``GaitSequenceDataset``); ``None`` decodes all.
+        workers: decoding threads (default ``min(4, cpu count)``).
+        progress: show a rich progress bar when there are many pkls.
+    """
+    root = Path(root)
+    report = Report(root=root)
+    if not root.is_dir():
+        report.add("root_missing", str(root), f"expected {LAYOUT}")
+        return report
+    ids, sequences = _scan(root, report, None if modalities is None else list(modalities))
+    report.sequences = len(sequences)
+    if not sequences:
+        report.add("no_sequences", str(root))
+    _check_sequences(root, sequences, report, workers or min(4, os.cpu_count() or 1), progress)
+    if partition is None and (root / "partition.json").is_file():
+        partition = root / "partition.json"
+    if partition is not None:
+        report.partition = Path(partition)
+        part = _diagnose_partition(Path(partition), report)
+        if part is not None:
+            _check_partition(part, ids, sequences, report)
+    return report
+
+
+def assert_clean(
+    root: str | os.PathLike, partition: str | os.PathLike | None = None, modalities: Sequence[int | str] | None = None
+) -> Report:
+    """Fail fast: :class:`GaitDataError` carrying the report text if the dataset has errors; else the report."""
+    report = check_dataset(root, partition, modalities, progress=False)
+    if not report.ok:
+        raise GaitDataError(f"dataset check failed (run `gaitkd check-data {root}` for the table)\n{report}")
+    return report
