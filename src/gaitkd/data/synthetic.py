@@ -125,13 +125,15 @@ def _lerp_rows(a: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return out
 
 
-def _crop_and_centre(cov: np.ndarray, height: int, width: int) -> np.ndarray:
-    """OpenGait's pretreatment on soft masks ``[T, Hc, Wc]`` -> ``[T, height, width]``.
+def crop_and_centre(cov: np.ndarray, height: int, width: int, threshold: float = 0.1) -> np.ndarray:
+    """OpenGait's pretreatment on soft masks ``[T, Hc, Wc]`` -> ``[T, height, width]`` (float, same scale as ``cov``).
 
-    Per frame: crop rows to the silhouette, resize to ``height`` keeping the aspect ratio, centre on the first column
-    where the cumulative column mass exceeds half of the total, keep ``width`` columns (zeros outside the image).
+    Per frame: crop rows to the silhouette (rows with a value above ``threshold``), resize to ``height`` keeping the
+    aspect ratio, centre on the first column where the cumulative column mass exceeds half of the total, keep
+    ``width`` columns (zeros outside the image). Resampling is bilinear at pixel-centre-aligned positions (no
+    anti-aliasing, like cv2's non-area modes). Every frame must have at least one row above ``threshold``.
     """
-    body = cov.max(2) > 0.1  # [T, Hc]
+    body = cov.max(2) > threshold  # [T, Hc]
     first = np.argmax(body, axis=1)
     last = body.shape[1] - 1 - np.argmax(body[:, ::-1], axis=1)
     step = (last - first + 1) / height  # canvas px per output px, [T]
@@ -141,6 +143,9 @@ def _crop_and_centre(cov: np.ndarray, height: int, width: int) -> np.ndarray:
     centre = np.argmax(mass > 0.5 * mass[:, -1:], axis=1)
     xs = centre[:, None] + (np.arange(width) - width // 2) * step[:, None]
     return np.ascontiguousarray(_lerp_rows(rows.transpose(0, 2, 1), xs).transpose(0, 2, 1))
+
+
+_crop_and_centre = crop_and_centre  # former private name, kept for callers that still use it
 
 
 def render(caps: Capsules, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -161,7 +166,7 @@ def render(caps: Capsules, height: int, width: int, rng: np.random.Generator) ->
     _blobs(rng, sd, int(rng.poisson(1.5)), (0.8, 2.5), carve=True)
     _blobs(rng, sd, int(rng.poisson(0.8)), (0.8, 2.0), carve=False)
     # Segmentation noise changes the extent of the mask; the crop/resize below re-normalises it, as in OpenGait.
-    out = _crop_and_centre(np.clip(0.5 - sd / _EDGE_PX, 0.0, 1.0), height, width)
+    out = crop_and_centre(np.clip(0.5 - sd / _EDGE_PX, 0.0, 1.0), height, width)
     # Speckle: isolated flipped pixels from a noisy background subtraction.
     flat = out.reshape(-1)
     flip = rng.integers(flat.size, size=rng.binomial(flat.size, rng.uniform(0.0, 0.0015)))
