@@ -42,7 +42,7 @@ class GaitKDModule(L.LightningModule):
         student_head: ``{aux_classifier, logit_scale, label_smooth}`` of the student.
         student_config: the student's model config (``_target_`` + kwargs), stored in checkpoints for export.
         teacher_logit_scale: scale of the teacher's logits (GaitGL raw: 1, cosine heads: 16).
-        evaluation: ``{protocol, metric, heatmap}``.
+        evaluation: ``{protocol, metric, cross_view_gallery, rerank, heatmap}`` (see ``gaitkd.evaluation.evaluate``).
         output_dir: where metrics / plots of the test go (``None``: nothing written).
     """
 
@@ -189,10 +189,12 @@ class GaitKDModule(L.LightningModule):
             return
         meta = self.trainer.datamodule.test_meta
         idx = index.tolist()
+        ev = self.evaluation
         result = evaluate(
-            self.evaluation.get("protocol", "casia_b"), embeddings,
+            ev.get("protocol", "casia_b"), embeddings,
             [meta["labels"][i] for i in idx], [meta["types"][i] for i in idx], [meta["views"][i] for i in idx],
-            metric=self.evaluation.get("metric", "euc"),
+            metric=ev.get("metric", "euc"), cross_view_gallery=bool(ev.get("cross_view_gallery", False)),
+            probe_set=meta.get("probe_set"), rerank=ev.get("rerank"),
         )
         self.result = result
         headline = {k: float(v) for k, v in result.items() if isinstance(v, float)}
@@ -200,7 +202,10 @@ class GaitKDModule(L.LightningModule):
             self.log(f"test/{key}", value, sync_dist=False)
         self.log("test/num_sequences", float(len(idx)))
         if self.trainer.is_global_zero:
-            print_result(result, title=f"{self.evaluation.get('protocol')} rank-1 per probe view (%)")
+            if "per_view" in result or "acc_per_view" in result:
+                print_result(result, title=f"{ev.get('protocol')} rank-1 per probe view (%)")
+            else:
+                rank_zero_info(" ".join(f"{k} {v:.2f}" for k, v in headline.items()))
             if self.output_dir is not None:
                 self.output_dir.mkdir(parents=True, exist_ok=True)
                 payload = {**headline, "num_sequences": len(idx), "infer_ms_per_seq": self.infer_ms_per_seq}

@@ -15,7 +15,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from gaitkd.data.dataset import GaitDataError, GaitDataWarning, GaitSequenceDataset, require_root
-from gaitkd.data.partition import Partition, load_partition
+from gaitkd.data.partition import Partition, dataset_rule_partition, load_partition
 from gaitkd.data.sampler import InferenceBatchSampler, PKBatchSampler, SeededBatches
 from gaitkd.data.sampling import FrameSampler, collate_eval, collate_train
 
@@ -57,6 +57,9 @@ class GaitDataModule(L.LightningDataModule):
     training ids), ``index``. Evaluation batches: ``sils`` ``[1, ΣT, H, W]``, ``seqL`` ``[B]``, ``index`` ``[B]``
     (indices into ``test_set``; metadata in ``test_meta``).
 
+    Partition: ``partition`` (OpenGait JSON) if given, else ``<root>/partition.json`` if present, else OpenGait's
+    published split as a rule over the ids on disk when ``partition_rule`` is ``casia_b`` or ``oumvlp``.
+
     ``synthetic``: keyword arguments of :func:`gaitkd.data.synthetic.ensure_synthetic` (incl. ``cache_dir``); when
     given, the generated folder replaces ``root``. ``ensure_synthetic`` is called on every rank in ``setup`` too and
     must be idempotent (it returns the cached folder once generated).
@@ -66,6 +69,7 @@ class GaitDataModule(L.LightningDataModule):
         self,
         root: str | None = None,
         partition: str | None = None,
+        partition_rule: str | None = None,
         batch_p: int = 8,
         batch_k: int = 4,
         train_frames: int = 30,
@@ -85,6 +89,7 @@ class GaitDataModule(L.LightningDataModule):
         if root is None and synthetic is None:
             raise GaitDataError("set data.root to an OpenGait pkl folder, or use data=synthetic")
         self.root, self.partition, self.synthetic = root, partition, synthetic
+        self.partition_rule = partition_rule
         self.batch_p, self.batch_k, self.steps_per_epoch, self.seed = batch_p, batch_k, steps_per_epoch, seed
         self.train_sampler = FrameSampler(train_sample, train_frames, frames_skip)
         if eval_frames_limit is not None and eval_frames_limit < 1:
@@ -114,6 +119,8 @@ class GaitDataModule(L.LightningDataModule):
         if self.partition is not None:
             return load_partition(self.partition)
         default = root / "partition.json"
+        if not default.is_file() and self.partition_rule is not None:
+            return dataset_rule_partition(self.partition_rule, (p.name for p in root.iterdir() if p.is_dir()))
         if not default.is_file():
             raise GaitDataError(
                 f"no partition given and {default} does not exist; set data.partition to an OpenGait JSON "

@@ -60,3 +60,30 @@ def rule_partition(ids: Iterable[str], num_train: int) -> Partition:
     if not 0 < num_train < len(ordered):
         raise GaitDataError(f"num_train={num_train} must be in [1, {len(ordered) - 1}] for {len(ordered)} ids")
     return Partition(train=ordered[:num_train], test=ordered[num_train:])
+
+
+def _casia_b_train(pid: str) -> bool:
+    return int(pid) <= 74  # OpenGait's CASIA-B.json: 001-074 train, 075-124 test
+
+
+def _oumvlp_train(pid: str) -> bool:
+    return int(pid) % 2 == 1 and int(pid) <= 10305  # OUMVLP.json: odd ids up to 10305 train, the rest test
+
+
+PARTITION_RULES = {"casia_b": _casia_b_train, "oumvlp": _oumvlp_train}
+
+
+def dataset_rule_partition(rule: str, ids: Iterable[str]) -> Partition:
+    """OpenGait's published split as a rule over the ids on disk (``casia_b`` or ``oumvlp``)."""
+    if rule not in PARTITION_RULES:
+        raise GaitDataError(f"unknown partition rule {rule!r}; known: {sorted(PARTITION_RULES)} (Gait3D needs its "
+                            "partition JSON with PROBE_SET: set data.partition)")
+    ordered = sorted(set(ids))
+    bad = [pid for pid in ordered if not pid.isdigit()]
+    if bad:
+        raise GaitDataError(f"partition rule {rule!r} needs numeric ids, found {bad[:5]}")
+    is_train = PARTITION_RULES[rule]
+    part = Partition(train=[p for p in ordered if is_train(p)], test=[p for p in ordered if not is_train(p)])
+    if not part.train or not part.test:
+        raise GaitDataError(f"partition rule {rule!r} gives {len(part.train)} train / {len(part.test)} test ids")
+    return part
