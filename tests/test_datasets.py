@@ -57,3 +57,24 @@ def test_gait3d_layout_trains_and_evaluates(tmp_path):
     for key in ("Rank-1", "Rank-5", "mAP", "mINP"):
         assert 0.0 <= metrics[key] <= 100.0
     assert len(probes) == 6
+
+
+def test_oumvlp_layout_uses_the_rule_and_its_protocol(tmp_path):
+    """OU-MVLP naming (<id>/<00|01>/<view>), no partition file: odd ids train, even ids test."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "OUMVLP"
+    for i in range(1, 11):
+        for seq in ("00", "01"):
+            for view in ("000", "015", "030"):
+                folder = root / f"{i:05d}" / seq / view
+                folder.mkdir(parents=True)
+                (folder / f"{view}.pkl").write_bytes(pickle.dumps((rng.random((6, 64, 64)) * 255).astype(np.uint8)))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("run", overrides=[
+            "data=oumvlp", f"data.root={root}", "data.batch_p=2", "data.batch_k=2", "data.train_frames=4",
+            "data.num_workers=0", "student=gaitset_small", "evaluation.protocol=oumvlp", "evaluation.heatmap=false",
+            "trainer.max_steps=1", "trainer.accelerator=cpu", "+trainer.enable_progress_bar=false", "logger=none",
+            "callbacks=none", f"paths.output_dir={tmp_path / 'out'}",
+        ])
+    metrics = train(cfg)
+    assert 0.0 <= metrics["NM@R1"] <= 100.0 and "BG@R1" not in metrics
