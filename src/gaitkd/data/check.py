@@ -3,7 +3,8 @@
 Owns: walking ``root/<id>/<type>/<view>/*.pkl`` without stopping at the first problem, decoding every selected pkl
 once (threads, rich progress bar on large trees), cross-sequence checks (majority frame size, modality counts,
 frame counts within a sequence), partition diagnostics, and the :class:`Report` (rich table / plain text,
-``.errors`` / ``.ok``). :func:`assert_clean` turns a report with errors into one :class:`GaitDataError`.
+``.errors`` / ``.ok`` / ``.bad_sequences``). :func:`assert_clean` turns a report with errors into one
+:class:`GaitDataError`; the datamodule runs the same check at setup (``data.on_error``).
 
 The per-pkl verdict mirrors :func:`gaitkd.data.dataset.load_pkl` (a pkl with no issue here loads there), but keeps
 the raw frame size (before the width cut) and classifies the failure instead of raising. Unpickling executes code
@@ -16,7 +17,7 @@ import json
 import os
 import pickle
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "not_array": (ERROR, "pkl does not hold a numpy array"),
     "wrong_dtype": (ERROR, "array dtype is not uint8"),
     "wrong_rank": (ERROR, "array is not [T, H, W]"),
-    "empty_sequence": (ERROR, "array has 0 frames"),
+    "empty_sequence": (ERROR, "empty sequence (array has 0 frames)"),
     "shape_outlier": (ERROR, "frame size H x W differs from the dataset's majority"),
     "frame_count_mismatch": (ERROR, "pkls of one sequence folder have different frame counts"),
     "modality_missing": (ERROR, "requested modality not among the sequence's pkls"),
@@ -58,6 +59,9 @@ KINDS: dict[str, tuple[str, str]] = {
     "unlisted_id": (WARNING, "id folder on disk in neither TRAIN_SET nor TEST_SET"),
     "probe_missing": (WARNING, "PROBE_SET entry <id>-<type>-<view> not found on disk"),
 }
+# Errors confined to one sequence folder: data.on_error=skip can leave that sequence out and go on.
+SEQUENCE_KINDS = frozenset({"unreadable_pkl", "not_array", "wrong_dtype", "wrong_rank", "empty_sequence",
+                            "shape_outlier", "frame_count_mismatch", "modality_missing"})
 MAX_EXAMPLES = 5
 PROGRESS_MIN_PKLS = 500  # below this the check takes well under a second; no bar
 
@@ -77,18 +81,28 @@ class Issue:
 
 @dataclass
 class Report:
-    """Result of :func:`check_dataset`. Locations are relative to ``root`` (partition issues name ids)."""
+    """Result of :func:`check_dataset`. Locations are relative to ``root`` (partition issues name ids).
+
+    ``bad_sequences``: every ``"<id>/<type>/<view>"`` with a :data:`SEQUENCE_KINDS` error -> its kinds (complete,
+    unlike the capped examples). ``arrays``: with ``keep=True``, the raw decoded first pkl of each sequence, by
+    path, so a caching loader need not decode it again.
+    """
 
     root: Path
-    partition: Path | None = None
+    partition: Path | str | None = None  # the JSON checked, or a description of a given split
     sequences: int = 0
     pkls: int = 0
     majority_shape: tuple[int, int] | None = None
     issues: dict[str, Issue] = field(default_factory=dict)
+    bad_sequences: dict[str, list[str]] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
-    def add(self, kind: str, where: str, detail: str = "") -> None:
+    def add(self, kind: str, where: str, detail: str = "", sequence: str | None = None) -> None:
+        """Record one occurrence; ``sequence`` (``"<id>/<type>/<view>"``) marks that sequence as bad."""
         if kind not in KINDS:  # a typo in this module, not a data problem
             raise KeyError(f"unknown issue kind {kind!r}")
+        if sequence is not None:
+            self.bad_sequences.setdefault(sequence, []).append(kind)
         issue = self.issues.setdefault(kind, Issue(kind))
         issue.count += 1
         if len(issue.examples) < MAX_EXAMPLES:
@@ -114,6 +128,11 @@ class Report:
         # errors first, then in KINDS order (roughly: root, files, sequences, partition)
         order = list(KINDS)
         return sorted(self.issues.values(), key=lambda i: (i.severity != ERROR, order.index(i.kind)))
+
+    def raise_if_errors(self, hint: str) -> None:
+        """:class:`GaitDataError` with ``hint`` and the whole report text when there is any error."""
+        if not self.ok:
+            raise GaitDataError(f"dataset check failed ({hint})\n{self}")
 
     def summary(self) -> str:
         shape = "" if self.majority_shape is None else f", frames {self.majority_shape[0]}x{self.majority_shape[1]}"
@@ -144,22 +163,28 @@ class Report:
         return table
 
 
-def inspect_pkl(path: str) -> tuple[str | None, str, tuple[int, ...] | None]:
-    """Decode one pkl: ``(issue kind or None, detail, raw shape [T, H, W] or None)``. Same rules as ``load_pkl``."""
+Verdict = tuple[str | None, str, tuple[int, ...] | None, np.ndarray | None]
+
+
+def inspect_pkl(path: str, keep: bool = False) -> Verdict:
+    """Decode one pkl: ``(issue kind or None, detail, raw shape [T, H, W] or None, raw array if keep and valid)``.
+
+    Same rules as ``load_pkl``.
+    """
     try:
         with open(path, "rb") as handle:
             obj = pickle.load(handle)
     except Exception as err:  # any unpickling failure (truncation, garbage, missing class) is this file's problem
-        return "unreadable_pkl", f"{type(err).__name__}: {err}"[:120], None
+        return "unreadable_pkl", f"{type(err).__name__}: {err}"[:120], None, None
     if not isinstance(obj, np.ndarray):
-        return "not_array", type(obj).__name__, None
+        return "not_array", type(obj).__name__, None, None
     if obj.dtype != np.uint8:
-        return "wrong_dtype", str(obj.dtype), None
+        return "wrong_dtype", str(obj.dtype), None, None
     if obj.ndim != 3:
-        return "wrong_rank", f"shape {list(obj.shape)}", None
+        return "wrong_rank", f"shape {list(obj.shape)}", None, None
     if obj.shape[0] == 0:
-        return "empty_sequence", "0 frames", None
-    return None, "", tuple(obj.shape)
+        return "empty_sequence", "0 frames", None, None
+    return None, "", tuple(obj.shape), obj if keep else None
 
 
 def _entries(path: Path, report: Report, rel: str) -> tuple[list[str], list[str]] | None:
@@ -192,13 +217,15 @@ def _folder_level(path: Path, report: Report, rel: str, skip_json: bool = False)
     return dirs
 
 
-def _scan(root: Path, report: Report, modalities: list | None) -> tuple[list[str], dict[str, list[str]]]:
-    """Walk the tree; returns on-disk ids and ``{"<id>/<type>/<view>": [selected pkl paths]}``."""
+def _scan(
+    root: Path, report: Report, modalities: list | None, only: Collection[str] | None
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Walk the tree (ids in ``only``, or all); returns on-disk ids and ``{"<id>/<type>/<view>": [pkl paths]}``."""
     ids = _folder_level(root, report, "", skip_json=True) or []
     picker = SimpleNamespace(modalities=modalities)  # reuse the dataset's modality selection rules
     sequences: dict[str, list[str]] = {}
     pkl_counts: dict[str, int] = {}
-    for sid in ids:
+    for sid in ids if only is None else [i for i in ids if i in only]:
         for typ in _folder_level(root / sid, report, sid) or []:
             for view in _folder_level(root / sid / typ, report, f"{sid}/{typ}") or []:
                 rel = f"{sid}/{typ}/{view}"
@@ -219,9 +246,10 @@ def _scan(root: Path, report: Report, modalities: list | None) -> tuple[list[str
                 try:
                     chosen = GaitSequenceDataset._select(picker, names, rel)
                 except GaitDataError:
-                    report.add("modality_missing", rel, f"pkls {names}")
+                    report.add("modality_missing", rel, f"pkls {names}", sequence=rel)
                     continue
-                sequences[rel] = [str(root / rel / n) for n in chosen]
+                # os.path.join as GaitSequenceDataset builds its paths (same strings, far cheaper than pathlib)
+                sequences[rel] = [os.path.join(root, rel, n) for n in chosen]
     if pkl_counts:
         usual = Counter(pkl_counts.values()).most_common(1)[0][0]
         for rel, n in pkl_counts.items():
@@ -230,11 +258,11 @@ def _scan(root: Path, report: Report, modalities: list | None) -> tuple[list[str
     return ids, sequences
 
 
-def _decode_all(paths: list[str], workers: int, progress: bool) -> list[tuple[str | None, str, tuple | None]]:
+def _decode_all(paths: list[str], keep: list[bool], workers: int, progress: bool) -> list[Verdict]:
     """``inspect_pkl`` over ``paths`` in order; threads overlap file I/O, the bar shows on large trees only."""
     threaded = workers > 1 and len(paths) >= 64
     with ThreadPoolExecutor(workers) if threaded else nullcontext() as pool:
-        results = pool.map(inspect_pkl, paths, chunksize=16) if threaded else map(inspect_pkl, paths)
+        results = pool.map(inspect_pkl, paths, keep, chunksize=16) if threaded else map(inspect_pkl, paths, keep)
         if progress and len(paths) >= PROGRESS_MIN_PKLS:
             return _tracked(results, len(paths))
         return list(results)
@@ -251,30 +279,34 @@ def _tracked(results: Iterable, total: int) -> list:
 
 
 def _check_sequences(root: Path, sequences: dict[str, list[str]], report: Report, workers: int,
-                     progress: bool) -> None:
+                     progress: bool, keep: bool) -> None:
     flat = [p for paths in sequences.values() for p in paths]
-    verdicts = iter(_decode_all(flat, workers, progress))
+    kept = [keep and i == 0 for paths in sequences.values() for i in range(len(paths))]  # the loader reads pkl 0
+    verdicts = iter(_decode_all(flat, kept, workers, progress))
     report.pkls = len(flat)
-    shapes: dict[str, tuple[int, ...]] = {}  # relative pkl path -> raw [T, H, W] of the valid ones
+    shapes: dict[str, tuple[str, tuple[int, ...]]] = {}  # relative pkl path -> (sequence, raw [T, H, W]), valid ones
     for rel, paths in sequences.items():
         frames: dict[str, int] = {}
         for path in paths:
-            kind, detail, shape = next(verdicts)
-            where = Path(path).relative_to(root).as_posix()
+            kind, detail, shape, array = next(verdicts)
+            name = os.path.basename(path)
+            where = f"{rel}/{name}"
             if kind is not None:
-                report.add(kind, where, detail)
+                report.add(kind, where, detail, sequence=rel)
                 continue
-            shapes[where] = shape
-            frames[Path(path).name] = shape[0]
+            shapes[where] = rel, shape
+            frames[name] = shape[0]
+            if array is not None:
+                report.arrays[path] = array
         if len(set(frames.values())) > 1:
-            report.add("frame_count_mismatch", rel, ", ".join(f"{n}: T={t}" for n, t in frames.items()))
+            report.add("frame_count_mismatch", rel, ", ".join(f"{n}: T={t}" for n, t in frames.items()), sequence=rel)
     if shapes:
-        size = Counter(s[1:] for s in shapes.values())
+        size = Counter(s[1:] for _, s in shapes.values())
         report.majority_shape = size.most_common(1)[0][0]
-        for where, shape in shapes.items():
+        for where, (rel, shape) in shapes.items():
             if shape[1:] != report.majority_shape:
                 h, w = report.majority_shape
-                report.add("shape_outlier", where, f"{shape[1]}x{shape[2]}, most are {h}x{w}")
+                report.add("shape_outlier", where, f"{shape[1]}x{shape[2]}, most are {h}x{w}", sequence=rel)
 
 
 def _diagnose_partition(path: Path, report: Report) -> Partition | None:
@@ -321,39 +353,48 @@ def _check_partition(part: Partition, ids: list[str], sequences: dict[str, list[
 
 def check_dataset(
     root: str | os.PathLike,
-    partition: str | os.PathLike | None = None,
+    partition: str | os.PathLike | Partition | None = None,
     modalities: Sequence[int | str] | None = None,
     workers: int | None = None,
     progress: bool = True,
+    ids: Collection[str] | None = None,
+    keep: bool = False,
 ) -> Report:
     """Check an OpenGait pkl folder and its partition; collects every problem instead of raising.
 
     Args:
         root: ``root/<id>/<type>/<view>/*.pkl``.
-        partition: OpenGait partition JSON; ``None`` uses ``root/partition.json`` when it exists (as the
-            datamodule does), otherwise skips the partition checks.
+        partition: OpenGait partition JSON, or an already loaded :class:`Partition` (e.g. from a split rule);
+            ``None`` uses ``root/partition.json`` when it exists (as the datamodule does), otherwise skips the
+            partition checks.
         modalities: pkls of each sequence to decode (indices into the sorted pkl list or names, as
             ``GaitSequenceDataset``); ``None`` decodes all.
         workers: decoding threads (default ``min(4, cpu count)``).
         progress: show a rich progress bar when there are many pkls.
+        ids: decode only these ids' sequences (the ones in use); partition checks still see every id on disk.
+        keep: keep the raw array of each sequence's first pkl in ``report.arrays`` (for a caching loader).
     """
     root = Path(root)
     report = Report(root=root)
     if not root.is_dir():
         report.add("root_missing", str(root), f"expected {LAYOUT}")
         return report
-    ids, sequences = _scan(root, report, None if modalities is None else list(modalities))
+    on_disk, sequences = _scan(root, report, None if modalities is None else list(modalities),
+                               None if ids is None else set(ids))
     report.sequences = len(sequences)
     if not sequences:
         report.add("no_sequences", str(root))
-    _check_sequences(root, sequences, report, workers or min(4, os.cpu_count() or 1), progress)
+    _check_sequences(root, sequences, report, workers or min(4, os.cpu_count() or 1), progress, keep)
     if partition is None and (root / "partition.json").is_file():
         partition = root / "partition.json"
-    if partition is not None:
+    if isinstance(partition, Partition):
+        report.partition = f"split of {len(partition.train)} train / {len(partition.test)} test ids"
+        _check_partition(partition, on_disk, sequences, report)
+    elif partition is not None:
         report.partition = Path(partition)
         part = _diagnose_partition(Path(partition), report)
         if part is not None:
-            _check_partition(part, ids, sequences, report)
+            _check_partition(part, on_disk, sequences, report)
     return report
 
 
@@ -362,6 +403,5 @@ def assert_clean(
 ) -> Report:
     """Fail fast: :class:`GaitDataError` carrying the report text if the dataset has errors; else the report."""
     report = check_dataset(root, partition, modalities, progress=False)
-    if not report.ok:
-        raise GaitDataError(f"dataset check failed (run `gaitkd check-data {root}` for the table)\n{report}")
+    report.raise_if_errors(f"run `gaitkd check-data {root}` for the table")
     return report

@@ -7,6 +7,7 @@ Under DDP the samplers split data across ranks themselves (see :mod:`gaitkd.data
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,19 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from gaitkd.data.dataset import GaitDataError, GaitDataWarning, GaitSequenceDataset, require_root
+from gaitkd.data.check import SEQUENCE_KINDS, Report, check_dataset
+from gaitkd.data.dataset import GaitDataError, GaitDataWarning, GaitSequenceDataset, cut_width, require_root
 from gaitkd.data.partition import Partition, dataset_rule_partition, load_partition
 from gaitkd.data.sampler import InferenceBatchSampler, PKBatchSampler, SeededBatches
-from gaitkd.data.sampling import FrameSampler, collate_eval, collate_train
+from gaitkd.data.sampling import FrameSampler, collate_eval
+from gaitkd.data.transforms import TrainCollate, build_augment
 
 
 class TrainFrames:
-    """Training view: item ``(index, seed)`` -> ``(frames uint8 [T, H, W], class index, index)``."""
+    """Training view: item ``(index, seed)`` -> ``(frames uint8 [T, H, W], class index, index, seed)``.
+
+    The seed is passed on so :class:`gaitkd.data.transforms.TrainCollate` can seed the batch's augmentation.
+    """
 
     def __init__(self, dataset: GaitSequenceDataset, classes: np.ndarray, frames: FrameSampler) -> None:
         self.dataset, self.classes, self.frames = dataset, classes, frames
@@ -29,11 +35,11 @@ class TrainFrames:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[np.ndarray, int, int, int]:
         index, seed = item
         seq = self.dataset[index]
         picked = self.frames(len(seq), np.random.default_rng(seed))
-        return seq[picked], int(self.classes[index]), index
+        return seq[picked], int(self.classes[index]), index, seed
 
 
 class EvalFrames:
@@ -50,6 +56,20 @@ class EvalFrames:
         return (seq if self.limit is None else seq[: self.limit]), index
 
 
+def _drop_and_fill(dataset: GaitSequenceDataset, bad: dict[str, list[str]], arrays: dict) -> int:
+    """Remove the sequences keyed ``"<id>/<type>/<view>"`` in ``bad``; seed the cache from the check's ``arrays``.
+
+    Returns how many sequences were removed.
+    """
+    before = len(dataset)
+    keep = [i for i, key in enumerate(zip(dataset.labels, dataset.types, dataset.views)) if "/".join(key) not in bad]
+    for name in ("labels", "types", "views", "paths"):
+        setattr(dataset, name, [getattr(dataset, name)[i] for i in keep])
+    # arrays holds the raw first pkl of each sequence (decoded once by the check); the loader serves it width-cut
+    dataset._cached = [None if (a := arrays.get(p[0])) is None else cut_width(a) for p in dataset.paths]
+    return before - len(dataset)
+
+
 class GaitDataModule(L.LightningDataModule):
     """OpenGait pkl folder + partition JSON as Lightning dataloaders.
 
@@ -63,6 +83,16 @@ class GaitDataModule(L.LightningDataModule):
     ``synthetic``: keyword arguments of :func:`gaitkd.data.synthetic.ensure_synthetic` (incl. ``cache_dir``); when
     given, the generated folder replaces ``root``. ``ensure_synthetic`` is called on every rank in ``setup`` too and
     must be idempotent (it returns the cached folder once generated).
+
+    ``on_error``: ``setup`` runs :func:`gaitkd.data.check.check_dataset` over the ids in use before anything
+    trains. ``"raise"``: any error -> one :class:`GaitDataError` carrying the report. ``"skip"``: sequences with
+    errors confined to them are left out of train / test, with one warning giving counts per kind, and their count
+    is ``skipped_sequences``; errors not confined to one sequence (layout, partition) still raise. With
+    ``cache=True`` the arrays the check decoded fill the cache (each pkl is decoded once).
+
+    ``augment``: ``data.augment`` keys of :class:`gaitkd.data.transforms.SequenceAugment` (probabilities per
+    sequence, 0 = off). Applied to training batches only, once per batch in the collate, so the student and the
+    teacher receive the same augmented ``sils``; reproducible from ``seed`` like frame sampling.
     """
 
     def __init__(
@@ -84,14 +114,21 @@ class GaitDataModule(L.LightningDataModule):
         steps_per_epoch: int | None = None,
         seed: int = 0,
         synthetic: dict[str, Any] | None = None,
+        on_error: str = "raise",
+        augment: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if root is None and synthetic is None:
             raise GaitDataError("set data.root to an OpenGait pkl folder, or use data=synthetic")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.on_error = on_error
+        self.skipped_sequences = 0
         self.root, self.partition, self.synthetic = root, partition, synthetic
         self.partition_rule = partition_rule
         self.batch_p, self.batch_k, self.steps_per_epoch, self.seed = batch_p, batch_k, steps_per_epoch, seed
         self.train_sampler = FrameSampler(train_sample, train_frames, frames_skip)
+        self.augment = build_augment(augment)
         if eval_frames_limit is not None and eval_frames_limit < 1:
             raise ValueError(f"data.eval_frames_limit must be >= 1 or null, got {eval_frames_limit}")
         if eval_batch_size < 1:
@@ -137,16 +174,19 @@ class GaitDataModule(L.LightningDataModule):
             return
         root = self._resolve_root()
         part = self._load_partition(root)
+        report = self._check(root, part)
         train_set = GaitSequenceDataset(root, ids=part.train, cache=self.cache)
         test_set = GaitSequenceDataset(root, ids=part.test, cache=self.cache)
-        self._warn_unlisted(root, part)
+        for name, dataset in (("TRAIN_SET", train_set), ("TEST_SET", test_set)):
+            self.skipped_sequences += _drop_and_fill(dataset, report.bad_sequences, report.arrays)
+            if not len(dataset):
+                raise GaitDataError(f"{root}: every sequence of {name} has errors, nothing is left\n{report}")
+        report.arrays.clear()  # the datasets hold what they use
         ids = sorted(set(train_set.labels))
         if self.batch_p > len(ids):
             raise GaitDataError(
                 f"data.batch_p={self.batch_p} exceeds the {len(ids)} training identities found under {root}"
             )
-        for dataset in (train_set, test_set):
-            dataset.preload() if self.cache else dataset.validate()
         self.train_ids = ids
         self.train_classes = np.searchsorted(np.asarray(ids), np.asarray(train_set.labels))
         self.num_classes = len(ids)
@@ -158,16 +198,27 @@ class GaitDataModule(L.LightningDataModule):
             "probe_set": part.probe,
         }
 
-    @staticmethod
-    def _warn_unlisted(root: Path, part: Partition) -> None:
-        listed = set(part.train) | set(part.test)
-        unlisted = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in listed)
-        if unlisted:
+    def _check(self, root: Path, part: Partition) -> Report:
+        """Check the ids in use before training: raise on errors, or warn about the sequences ``skip`` drops."""
+        report = check_dataset(root, part, ids=[*part.train, *part.test], keep=self.cache)
+        if self.on_error == "raise":
+            report.raise_if_errors(f"data.on_error=raise; data.on_error=skip leaves out the broken sequences instead. "
+                                   f"`gaitkd check-data {root}` shows the table")
+        elif any(issue.kind not in SEQUENCE_KINDS for issue in report.errors):
+            report.raise_if_errors("data.on_error=skip only leaves out sequences; some errors are not confined to one")
+        if report.warnings:
+            found = ", ".join(f"{i.kind} x{i.count} (e.g. {i.examples[0][0]})" for i in report.warnings)
+            warnings.warn(f"{root}: the dataset check found {found}", GaitDataWarning, stacklevel=3)
+        if report.bad_sequences:
+            kinds = Counter(kind for found in report.bad_sequences.values() for kind in set(found))
             warnings.warn(
-                f"{root}: {len(unlisted)} ids on disk are in neither TRAIN_SET nor TEST_SET (first: {unlisted[:5]})",
+                f"{root}: data.on_error=skip leaves out {len(report.bad_sequences)} of {report.sequences} sequences "
+                f"with errors ({', '.join(f'{k}: {n}' for k, n in kinds.most_common())}; first: "
+                f"{sorted(report.bad_sequences)[:5]})",
                 GaitDataWarning,
                 stacklevel=3,
             )
+        return report
 
     def _require_setup(self) -> None:
         if self.train_set is None:
@@ -181,7 +232,7 @@ class GaitDataModule(L.LightningDataModule):
         return DataLoader(
             TrainFrames(self.train_set, self.train_classes, self.train_sampler),
             batch_sampler=SeededBatches(pk, seed=self.seed),
-            collate_fn=collate_train,
+            collate_fn=TrainCollate(self.augment),
             **self.loader_kwargs,
         )
 
