@@ -132,7 +132,9 @@ class GaitKDModule(L.LightningModule):
     # ---------------------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         sils, labels = batch["sils"], batch["labels"]
-        out_s = self.student(sils)
+        # packed variable-length batches (unfixed_* sampling) carry seqL; the same tensor goes to both models
+        packed = {"seqL": batch["seqL"]} if "seqL" in batch else {}
+        out_s = self.student(sils, **packed)
         emb_s = out_s.train_embeddings
         logits_s = out_s.logits if out_s.logits is not None else (
             self.aux_head(emb_s) if self.aux_head is not None else None)
@@ -146,7 +148,7 @@ class GaitKDModule(L.LightningModule):
             self.log("train/ce_accuracy", ce_info["accuracy"], on_step=True)
         if self.kd is not None:
             with torch.inference_mode():  # the teacher never builds a graph
-                out_t = self.teacher(sils)
+                out_t = self.teacher(sils, **packed)
             out_t = out_t.map(Tensor.clone)  # inference tensors cannot be saved for the student's backward
             if out_t.logits is not None:  # a teacher at chance level makes decision KD pure noise: show it
                 teacher_acc = (out_t.logits.argmax(1) == labels[:, None]).float().mean()

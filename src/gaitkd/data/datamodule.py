@@ -77,6 +77,13 @@ class GaitDataModule(L.LightningDataModule):
     training ids), ``index``. Evaluation batches: ``sils`` ``[1, ΣT, H, W]``, ``seqL`` ``[B]``, ``index`` ``[B]``
     (indices into ``test_set``; metadata in ``test_meta``).
 
+    ``train_sample``: OpenGait's sample types ``fixed_unordered`` / ``fixed_ordered`` (``train_frames`` frames per
+    sequence; ``frames_skip`` widens the ordered window) and ``unfixed_unordered`` / ``unfixed_ordered`` (each
+    sequence draws its own frame count uniformly in ``[train_frames_min, train_frames_max]``, then its frames as the
+    fixed mode; ``train_frames`` is unused). Unfixed training batches are packed like evaluation batches:
+    ``sils`` ``[1, ΣT, H, W]`` plus ``seqL`` ``[P*K]``, and the LightningModule passes ``seqL`` to the student and
+    the teacher.
+
     Partition: ``partition`` (OpenGait JSON) if given, else ``<root>/partition.json`` if present, else OpenGait's
     published split as a rule over the ids on disk when ``partition_rule`` is ``casia_b`` or ``oumvlp``.
 
@@ -104,6 +111,8 @@ class GaitDataModule(L.LightningDataModule):
         batch_k: int = 4,
         train_frames: int = 30,
         train_sample: str = "fixed_unordered",
+        train_frames_min: int | None = None,
+        train_frames_max: int | None = None,
         frames_skip: int = 0,
         eval_frames_limit: int | None = None,
         eval_batch_size: int = 8,
@@ -127,7 +136,9 @@ class GaitDataModule(L.LightningDataModule):
         self.root, self.partition, self.synthetic = root, partition, synthetic
         self.partition_rule = partition_rule
         self.batch_p, self.batch_k, self.steps_per_epoch, self.seed = batch_p, batch_k, steps_per_epoch, seed
-        self.train_sampler = FrameSampler(train_sample, train_frames, frames_skip)
+        self.train_sampler = FrameSampler(
+            train_sample, train_frames, frames_skip, min_frames=train_frames_min, max_frames=train_frames_max
+        )
         self.augment = build_augment(augment)
         if eval_frames_limit is not None and eval_frames_limit < 1:
             raise ValueError(f"data.eval_frames_limit must be >= 1 or null, got {eval_frames_limit}")
@@ -232,7 +243,7 @@ class GaitDataModule(L.LightningDataModule):
         return DataLoader(
             TrainFrames(self.train_set, self.train_classes, self.train_sampler),
             batch_sampler=SeededBatches(pk, seed=self.seed),
-            collate_fn=TrainCollate(self.augment),
+            collate_fn=TrainCollate(self.augment, packed=self.train_sampler.packed),
             **self.loader_kwargs,
         )
 

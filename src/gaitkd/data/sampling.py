@@ -14,7 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-MODES = ("fixed_unordered", "fixed_ordered", "all_ordered")
+FIXED_MODES = ("fixed_unordered", "fixed_ordered")
+# Frame count drawn per sequence in [min, max]: such batches are packed along time (see collate_train).
+UNFIXED_MODES = ("unfixed_unordered", "unfixed_ordered")
+MODES = (*FIXED_MODES, *UNFIXED_MODES, "all_ordered")
 
 
 def fixed_unordered(length: int, num_frames: int, rng: np.random.Generator) -> np.ndarray:
@@ -46,32 +49,49 @@ def all_ordered(length: int, limit: int | None = None) -> np.ndarray:
 class FrameSampler:
     """A configured sampling mode: ``sampler(length, rng) -> int64 indices``.
 
-    ``num_frames``/``skip`` apply to the ``fixed_*`` modes, ``limit`` to ``all_ordered``.
+    ``num_frames``/``skip`` apply to the ``fixed_*`` modes, ``limit`` to ``all_ordered``. The ``unfixed_*`` modes
+    (OpenGait's ``frames_num_min`` / ``frames_num_max``) first draw the sequence's frame count uniformly in
+    ``[min_frames, max_frames]`` from the same generator, then its frames as the ``fixed_*`` mode of that count.
     """
 
     mode: str
     num_frames: int = 30
     skip: int = 0
     limit: int | None = None
+    min_frames: int | None = None
+    max_frames: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"data.train_sample={self.mode!r} is not a frame-sampling mode; expected one of {MODES}")
-        if self.mode != "all_ordered" and self.num_frames < 1:
+        if self.mode in FIXED_MODES and self.num_frames < 1:
             raise ValueError(f"data.train_frames must be >= 1, got {self.num_frames}")
+        bounds = (self.min_frames, self.max_frames)
+        if self.packed and not (all(isinstance(b, int) for b in bounds) and 1 <= bounds[0] <= bounds[1]):
+            raise ValueError(
+                f"data.train_sample={self.mode} draws each sequence's frame count uniformly in "
+                f"[data.train_frames_min, data.train_frames_max]: set both as integers with 1 <= min <= max, got "
+                f"data.train_frames_min={self.min_frames}, data.train_frames_max={self.max_frames}"
+            )
         if self.skip < 0:
             raise ValueError(f"data.frames_skip must be >= 0, got {self.skip}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"data.eval_frames_limit must be >= 1 or null, got {self.limit}")
+
+    @property
+    def packed(self) -> bool:
+        """Whether sequences get different frame counts (batches are then packed along time, with ``seqL``)."""
+        return self.mode in UNFIXED_MODES
 
     def __call__(self, length: int, rng: np.random.Generator | None = None) -> np.ndarray:
         if self.mode == "all_ordered":
             return all_ordered(length, self.limit)
         if rng is None:
             raise ValueError(f"frame sampling mode {self.mode} needs a numpy Generator")
-        if self.mode == "fixed_unordered":
-            return fixed_unordered(length, self.num_frames, rng)
-        return fixed_ordered(length, self.num_frames, self.skip, rng)
+        count = int(rng.integers(self.min_frames, self.max_frames + 1)) if self.packed else self.num_frames
+        if self.mode.endswith("_unordered"):
+            return fixed_unordered(length, count, rng)
+        return fixed_ordered(length, count, self.skip, rng)
 
 
 _255 = torch.tensor(255.0, dtype=torch.float32)
@@ -82,30 +102,57 @@ def _to_float(frames: np.ndarray) -> torch.Tensor:
     return torch.div(torch.from_numpy(frames), _255)
 
 
-def collate_train(items: Sequence[tuple[np.ndarray, int, int]]) -> dict[str, torch.Tensor]:
-    """Stack fixed-length samples ``(frames uint8 [T, H, W], class index, dataset index)``.
+def collate_frames(frames: Sequence[np.ndarray], packed: bool) -> dict[str, torch.Tensor]:
+    """uint8 ``[T_b, H, W]`` sequences -> ``sils`` float32 in [0, 1], stacked or packed along time.
 
-    Returns ``sils`` float32 ``[N, T, H, W]`` in [0, 1], ``labels`` int64 ``[N]``, ``index`` int64 ``[N]``.
+    Stacked (equal ``T``): ``{"sils": [N, T, H, W]}``. Packed (OpenGait's layout for variable lengths):
+    ``{"sils": [1, ΣT, H, W], "seqL": int64 [N]}`` with ``seqL`` the frames per sequence.
     """
-    frames, labels, index = zip(*items)
-    return {
-        "sils": _to_float(np.stack(frames)),
-        "labels": torch.tensor(labels, dtype=torch.int64),
-        "index": torch.tensor(index, dtype=torch.int64),
-    }
-
-
-def collate_eval(items: Sequence[tuple[np.ndarray, int]]) -> dict[str, torch.Tensor]:
-    """Pack variable-length sequences ``(frames uint8 [T_b, H, W], dataset index)`` along time, OpenGait-style.
-
-    Returns ``sils`` float32 ``[1, ΣT, H, W]``, ``seqL`` int64 ``[B]`` (frames per sequence), ``index`` int64 ``[B]``.
-    """
-    frames, index = zip(*items)
+    if not packed:
+        return {"sils": _to_float(np.stack(frames))}
     shapes = {f.shape[1:] for f in frames}
     if len(shapes) > 1:
-        raise ValueError(f"sequences of one evaluation batch have different frame sizes {sorted(shapes)}")
+        raise ValueError(f"sequences of one batch have different frame sizes {sorted(shapes)}")
     return {
         "sils": _to_float(np.concatenate(frames))[None],
         "seqL": torch.tensor([len(f) for f in frames], dtype=torch.int64),
-        "index": torch.tensor(index, dtype=torch.int64),
     }
+
+
+def collate_extra(rows: Sequence[tuple[np.ndarray, ...]], packed: bool) -> list[torch.Tensor]:
+    """The extra modalities of a batch (``rows[b]``: sequence ``b``'s extra arrays ``[T_b, ...]``), dtype kept.
+
+    One tensor per modality, laid out like ``sils``: ``[N, T, ...]`` stacked or ``[1, ΣT, ...]`` packed.
+    """
+    join = (lambda arrays: np.concatenate(arrays)[None]) if packed else np.stack
+    return [torch.from_numpy(join(column)) for column in zip(*rows)]
+
+
+def _batch(frames: dict[str, torch.Tensor], rows: Sequence[tuple[np.ndarray, ...]], packed: bool, **ids) -> dict:
+    batch = {**frames, **{k: torch.tensor(v, dtype=torch.int64) for k, v in ids.items()}}
+    extra = collate_extra(rows, packed)
+    if extra:
+        batch["extra"] = extra
+    return batch
+
+
+def collate_train(items: Sequence[tuple], packed: bool = False) -> dict[str, torch.Tensor]:
+    """Training samples ``(frames uint8 [T, H, W], class index, dataset index, *extra modalities)`` -> a batch.
+
+    Returns ``sils`` float32 in [0, 1] (``[N, T, H, W]``, or with ``packed`` ``[1, ΣT, H, W]`` plus ``seqL``
+    int64 ``[N]``; see :func:`collate_frames`), ``labels`` int64 ``[N]``, ``index`` int64 ``[N]``, and when the
+    samples carry extra modalities ``extra`` (see :func:`collate_extra`).
+    """
+    batch = collate_frames([item[0] for item in items], packed)
+    labels, index = [item[1] for item in items], [item[2] for item in items]
+    return _batch(batch, [item[3:] for item in items], packed, labels=labels, index=index)
+
+
+def collate_eval(items: Sequence[tuple]) -> dict[str, torch.Tensor]:
+    """Pack variable-length sequences ``(frames uint8 [T_b, H, W], dataset index, *extra)`` along time, OpenGait-style.
+
+    Returns ``sils`` float32 ``[1, ΣT, H, W]``, ``seqL`` int64 ``[B]`` (frames per sequence), ``index`` int64 ``[B]``
+    (and ``extra``, packed the same way, when the items carry extra modalities).
+    """
+    batch = collate_frames([item[0] for item in items], packed=True)
+    return _batch(batch, [item[2:] for item in items], True, index=[item[1] for item in items])

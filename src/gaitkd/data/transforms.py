@@ -45,7 +45,9 @@ class SequenceAugment:
             ``[sl, sh]`` and aspect ratio uniform in ``[r1, 1 / r1]`` (``RandomErasing``, ``per_frame=False``).
 
     ``augment(sils [N, T, H, W], generator) -> [N, T, H, W]``: each sequence gets its own draw, shared by all its
-    frames. With every probability 0 the input tensor itself is returned and no random number is drawn.
+    frames. Packed batches ``augment(sils [1, ΣT, H, W], generator, seqL [N]) -> [1, ΣT, H, W]`` get the same
+    draws as ``N`` stacked sequences would. With every probability 0 the input tensor itself is returned and no
+    random number is drawn.
     """
 
     hflip: float = 0.0
@@ -74,10 +76,15 @@ class SequenceAugment:
         """Whether any transform can fire (otherwise the augmentation is the identity)."""
         return any(p > 0 for p in (self.hflip, self.rotate, self.perspective, self.erase))
 
-    def __call__(self, sils: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Augment ``sils`` float ``[N, T, H, W]`` in [0, 1] -> new ``[N, T, H, W]`` tensor (input untouched)."""
+    def __call__(self, sils: Tensor, generator: torch.Generator | None = None, seqL: Tensor | None = None) -> Tensor:
+        """Augment ``sils`` float ``[N, T, H, W]`` in [0, 1] -> new ``[N, T, H, W]`` tensor (input untouched).
+
+        With ``seqL`` (int ``[N]``), ``sils`` is packed ``[1, ΣT, H, W]`` and so is the result.
+        """
         if not self.active:
             return sils
+        if seqL is not None:
+            return self._packed(sils, torch.as_tensor(seqL), generator)
         if sils.dim() != 4:
             raise ValueError(f"SequenceAugment expects silhouettes [N, T, H, W], got shape {tuple(sils.shape)}")
         out = sils.clone()
@@ -97,6 +104,23 @@ class SequenceAugment:
             erased = erase_masks(n, h, w, self.erase_sl, self.erase_sh, self.erase_r1, generator)
             out.masked_fill_((erased & picked[:, None, None])[:, None], 0.0)
         return out
+
+    def _packed(self, sils: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Packed ``[1, ΣT, H, W]``: zero-padded to ``[N, max T, H, W]``, augmented, padding dropped again.
+
+        The stacked path keeps each sequence's frames as ``grid_sample`` channels (one sampling grid per sequence,
+        bilinear weights shared by its frames), which is cheaper than a grid per frame; the padding costs
+        ``max T / mean T`` in memory. Padded frames never influence real ones: every transform is per frame.
+        """
+        if sils.dim() != 4 or sils.shape[0] != 1 or sils.shape[1] != int(lengths.sum()):
+            raise ValueError(
+                f"SequenceAugment with seqL expects packed silhouettes [1, sum(seqL)={int(lengths.sum())}, H, W], "
+                f"got shape {tuple(sils.shape)}"
+            )
+        valid = torch.arange(int(lengths.max()))[None] < lengths[:, None]  # [N, max T]
+        padded = sils.new_zeros((len(lengths), valid.shape[1], *sils.shape[2:]))
+        padded[valid] = sils[0]
+        return self(padded, generator)[valid][None]
 
 
 def _chance(n: int, prob: float, generator: torch.Generator | None) -> Tensor:
@@ -223,18 +247,22 @@ def batch_generator(seeds: Sequence[int]) -> torch.Generator:
 
 
 class TrainCollate:
-    """Training collate: items ``(frames uint8 [T, H, W], class, index, seed)`` -> :func:`collate_train` batch.
+    """Training collate: items ``(frames uint8 [T, H, W], class, index, seed, *extra)`` -> :func:`collate_train` batch.
 
-    With an augmentation, ``sils`` ``[N, T, H, W]`` is augmented once here, so student and teacher (which both read
-    ``batch["sils"]``) see the same augmented sequences. Evaluation never goes through this collate.
+    ``packed``: sequences of different lengths (``unfixed_*`` sampling) are packed along time with ``seqL``. With an
+    augmentation, ``sils`` is augmented once here (one draw per sequence, packed or not), so student and teacher
+    (which both read ``batch["sils"]``) see the same augmented sequences. Extra modalities are not augmented.
+    Evaluation never goes through this collate.
     """
 
-    def __init__(self, augment: SequenceAugment | None = None) -> None:
+    def __init__(self, augment: SequenceAugment | None = None, packed: bool = False) -> None:
         self.augment = augment if augment is not None and augment.active else None
+        self.packed = packed
 
-    def __call__(self, items: Sequence[tuple[np.ndarray, int, int, int]]) -> dict[str, Tensor]:
-        batch = collate_train([item[:3] for item in items])
+    def __call__(self, items: Sequence[tuple]) -> dict[str, Tensor]:
+        batch = collate_train([(*item[:3], *item[4:]) for item in items], self.packed)
         if self.augment is not None:
-            batch["sils"] = self.augment(batch["sils"], batch_generator([item[3] for item in items]))
+            generator = batch_generator([item[3] for item in items])
+            batch["sils"] = self.augment(batch["sils"], generator, batch.get("seqL"))
         return batch
 
