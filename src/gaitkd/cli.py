@@ -73,7 +73,9 @@ def _models(args: argparse.Namespace, console: Console) -> None:
 def _check_data(args: argparse.Namespace, console: Console) -> None:
     from gaitkd.data.check import check_dataset
 
-    report = check_dataset(args.root, args.partition, workers=args.workers)
+    modalities = None if args.modalities is None else [int(m) if m.lstrip("-").isdigit() else m
+                                                        for m in args.modalities]
+    report = check_dataset(args.root, args.partition, modalities, workers=args.workers)
     console.print(report)
     if not report.ok:
         raise SystemExit(1)
@@ -115,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     check.add_argument("root", help="dataset folder <root>/<id>/<type>/<view>/*.pkl")
     check.add_argument("--partition", help="OpenGait partition JSON (default: ROOT/partition.json if present)")
     check.add_argument("--workers", type=int, help="decoding threads (default: min(4, CPUs))")
+    check.add_argument("--modalities", nargs="+", metavar="PKL",
+                       help="pkls of each sequence to check, names or indices into the sorted pkl list (default: all; "
+                       "the first is checked as silhouettes), as data.modalities")
     prep = sub.add_parser("prepare", help="raw silhouette frames (PNG/JPG folders or GIFs) -> OpenGait pkls")
     # Choices are checked by gaitkd.data.prepare (importing it here would slow down every sub-command).
     prep.add_argument("dataset", help="casia_b | oumvlp | gait3d | generic: how <id>/<type>/<view> are read from "

@@ -1,34 +1,33 @@
 """`gaitkd check-data`: every problem of an OpenGait-layout dataset (and its partition file) in one report.
 
 Owns: walking ``root/<id>/<type>/<view>/*.pkl`` without stopping at the first problem, decoding every selected pkl
-once (threads, rich progress bar on large trees), cross-sequence checks (majority frame size, modality counts,
-frame counts within a sequence), partition diagnostics, and the :class:`Report` (rich table / plain text,
-``.errors`` / ``.ok`` / ``.bad_sequences``). :func:`assert_clean` turns a report with errors into one
-:class:`GaitDataError`; the datamodule runs the same check at setup (``data.on_error``).
+once (threads, rich progress bar on large trees), cross-sequence checks (majority frame size per selected
+modality, modality counts, frame counts within a sequence), partition diagnostics, and the :class:`Report` (rich
+table / plain text, ``.errors`` / ``.ok`` / ``.bad_sequences``). :func:`assert_clean` turns a report with errors
+into one :class:`GaitDataError`; the datamodule runs the same check at setup (``data.on_error``).
 
-The per-pkl verdict mirrors :func:`gaitkd.data.dataset.load_pkl` (a pkl with no issue here loads there), but keeps
-the raw frame size (before the width cut) and classifies the failure instead of raising. Unpickling executes code
-from the files: check only folders you trust.
+The per-pkl verdict is :func:`gaitkd.data.dataset.array_problem`, the rule ``load_pkl`` raises on (a pkl with no
+issue here loads there: the first selected pkl of a sequence as silhouettes, the others as extra modalities); the
+check keeps the raw frame size (before the width cut) and records the failure instead of raising. Unpickling
+executes code from the files: check only folders you trust.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 from rich.progress import Progress
 from rich.table import Table
 
-from gaitkd.data.dataset import LAYOUT, GaitDataError, GaitSequenceDataset
+from gaitkd.data.dataset import LAYOUT, GaitDataError, array_problem, parse_modalities, read_pkl, select_modalities
 from gaitkd.data.partition import Partition, load_partition
 
 ERROR, WARNING = "error", "warning"
@@ -39,12 +38,12 @@ KINDS: dict[str, tuple[str, str]] = {
     "unreadable_folder": (ERROR, "folder cannot be listed (permissions, I/O error)"),
     "unreadable_pkl": (ERROR, "pkl cannot be unpickled (corrupt, truncated, not a pickle)"),
     "not_array": (ERROR, "pkl does not hold a numpy array"),
-    "wrong_dtype": (ERROR, "array dtype is not uint8"),
-    "wrong_rank": (ERROR, "array is not [T, H, W]"),
+    "wrong_dtype": (ERROR, "array dtype is not uint8 (silhouettes) / not numeric (extra modalities)"),
+    "wrong_rank": (ERROR, "array is not [T, H, W] (silhouettes) / has no frame axis (extra modalities)"),
     "empty_sequence": (ERROR, "empty sequence (array has 0 frames)"),
     "shape_outlier": (ERROR, "frame size H x W differs from the dataset's majority"),
     "frame_count_mismatch": (ERROR, "pkls of one sequence folder have different frame counts"),
-    "modality_missing": (ERROR, "requested modality not among the sequence's pkls"),
+    "modality_missing": (ERROR, "requested modality (data.modalities) not among the sequence's pkls"),
     "misplaced_pkl": (ERROR, "pkl at the wrong depth (ignored by the loader)"),
     "partition_unreadable": (ERROR, "partition file missing, not JSON, or a set is not a list of id strings"),
     "partition_missing_key": (ERROR, "partition lacks TRAIN_SET or TEST_SET"),
@@ -84,8 +83,8 @@ class Report:
     """Result of :func:`check_dataset`. Locations are relative to ``root`` (partition issues name ids).
 
     ``bad_sequences``: every ``"<id>/<type>/<view>"`` with a :data:`SEQUENCE_KINDS` error -> its kinds (complete,
-    unlike the capped examples). ``arrays``: with ``keep=True``, the raw decoded first pkl of each sequence, by
-    path, so a caching loader need not decode it again.
+    unlike the capped examples). ``arrays``: with ``keep=True``, the raw decoded selected pkls of each sequence,
+    by path, so a caching loader need not decode them again. ``majority_shape``: of the first selected pkls.
     """
 
     root: Path
@@ -166,24 +165,19 @@ class Report:
 Verdict = tuple[str | None, str, tuple[int, ...] | None, np.ndarray | None]
 
 
-def inspect_pkl(path: str, keep: bool = False) -> Verdict:
-    """Decode one pkl: ``(issue kind or None, detail, raw shape [T, H, W] or None, raw array if keep and valid)``.
+def inspect_pkl(path: str, keep: bool = False, silhouette: bool = True) -> Verdict:
+    """Decode one pkl: ``(issue kind or None, detail, raw shape [T, ...] or None, raw array if keep and valid)``.
 
-    Same rules as ``load_pkl``.
+    Same rules as ``load_pkl`` (``silhouette``: the first selected modality of a sequence).
     """
     try:
-        with open(path, "rb") as handle:
-            obj = pickle.load(handle)
-    except Exception as err:  # any unpickling failure (truncation, garbage, missing class) is this file's problem
-        return "unreadable_pkl", f"{type(err).__name__}: {err}"[:120], None, None
-    if not isinstance(obj, np.ndarray):
-        return "not_array", type(obj).__name__, None, None
-    if obj.dtype != np.uint8:
-        return "wrong_dtype", str(obj.dtype), None, None
-    if obj.ndim != 3:
-        return "wrong_rank", f"shape {list(obj.shape)}", None, None
-    if obj.shape[0] == 0:
-        return "empty_sequence", "0 frames", None, None
+        obj = read_pkl(path)
+    except GaitDataError as err:  # any unpickling failure (truncation, garbage, missing class) is this file's problem
+        cause = err.__cause__
+        return "unreadable_pkl", f"{type(cause).__name__}: {cause}"[:120], None, None
+    problem = array_problem(obj, silhouette)
+    if problem is not None:
+        return *problem, None, None
     return None, "", tuple(obj.shape), obj if keep else None
 
 
@@ -222,7 +216,6 @@ def _scan(
 ) -> tuple[list[str], dict[str, list[str]]]:
     """Walk the tree (ids in ``only``, or all); returns on-disk ids and ``{"<id>/<type>/<view>": [pkl paths]}``."""
     ids = _folder_level(root, report, "", skip_json=True) or []
-    picker = SimpleNamespace(modalities=modalities)  # reuse the dataset's modality selection rules
     sequences: dict[str, list[str]] = {}
     pkl_counts: dict[str, int] = {}
     for sid in ids if only is None else [i for i in ids if i in only]:
@@ -244,9 +237,9 @@ def _scan(
                     continue
                 pkl_counts[rel] = len(names)
                 try:
-                    chosen = GaitSequenceDataset._select(picker, names, rel)
-                except GaitDataError:
-                    report.add("modality_missing", rel, f"pkls {names}", sequence=rel)
+                    chosen = select_modalities(names, modalities, rel)
+                except GaitDataError as err:
+                    report.add("modality_missing", rel, str(err).removeprefix(f"{rel}: "), sequence=rel)
                     continue
                 # os.path.join as GaitSequenceDataset builds its paths (same strings, far cheaper than pathlib)
                 sequences[rel] = [os.path.join(root, rel, n) for n in chosen]
@@ -258,11 +251,13 @@ def _scan(
     return ids, sequences
 
 
-def _decode_all(paths: list[str], keep: list[bool], workers: int, progress: bool) -> list[Verdict]:
-    """``inspect_pkl`` over ``paths`` in order; threads overlap file I/O, the bar shows on large trees only."""
+def _decode_all(paths: list[str], keep: bool, first: list[bool], workers: int, progress: bool) -> list[Verdict]:
+    """``inspect_pkl`` over ``paths`` in order (``first``: silhouette rules); threads overlap file I/O, the bar
+    shows on large trees only."""
     threaded = workers > 1 and len(paths) >= 64
+    args = (paths, [keep] * len(paths), first)
     with ThreadPoolExecutor(workers) if threaded else nullcontext() as pool:
-        results = pool.map(inspect_pkl, paths, keep, chunksize=16) if threaded else map(inspect_pkl, paths, keep)
+        results = pool.map(inspect_pkl, *args, chunksize=16) if threaded else map(inspect_pkl, *args)
         if progress and len(paths) >= PROGRESS_MIN_PKLS:
             return _tracked(results, len(paths))
         return list(results)
@@ -281,32 +276,35 @@ def _tracked(results: Iterable, total: int) -> list:
 def _check_sequences(root: Path, sequences: dict[str, list[str]], report: Report, workers: int,
                      progress: bool, keep: bool) -> None:
     flat = [p for paths in sequences.values() for p in paths]
-    kept = [keep and i == 0 for paths in sequences.values() for i in range(len(paths))]  # the loader reads pkl 0
-    verdicts = iter(_decode_all(flat, kept, workers, progress))
+    first = [i == 0 for paths in sequences.values() for i in range(len(paths))]  # the silhouette input
+    verdicts = iter(_decode_all(flat, keep, first, workers, progress))
     report.pkls = len(flat)
-    shapes: dict[str, tuple[str, tuple[int, ...]]] = {}  # relative pkl path -> (sequence, raw [T, H, W]), valid ones
+    # relative pkl path -> (sequence, position in the selection, raw shape [T, ...]), valid pkls only
+    shapes: dict[str, tuple[str, int, tuple[int, ...]]] = {}
     for rel, paths in sequences.items():
         frames: dict[str, int] = {}
-        for path in paths:
+        for position, path in enumerate(paths):
             kind, detail, shape, array = next(verdicts)
             name = os.path.basename(path)
             where = f"{rel}/{name}"
             if kind is not None:
                 report.add(kind, where, detail, sequence=rel)
                 continue
-            shapes[where] = rel, shape
+            shapes[where] = rel, position, shape
             frames[name] = shape[0]
             if array is not None:
                 report.arrays[path] = array
         if len(set(frames.values())) > 1:
             report.add("frame_count_mismatch", rel, ", ".join(f"{n}: T={t}" for n, t in frames.items()), sequence=rel)
-    if shapes:
-        size = Counter(s[1:] for _, s in shapes.values())
-        report.majority_shape = size.most_common(1)[0][0]
-        for where, (rel, shape) in shapes.items():
-            if shape[1:] != report.majority_shape:
-                h, w = report.majority_shape
-                report.add("shape_outlier", where, f"{shape[1]}x{shape[2]}, most are {h}x{w}", sequence=rel)
+    majority = {}  # per position in the selection: the most common frame size
+    for position in sorted({pos for _, pos, _ in shapes.values()}):
+        size = Counter(s[1:] for _, pos, s in shapes.values() if pos == position)
+        majority[position] = size.most_common(1)[0][0]
+    report.majority_shape = majority.get(0)
+    for where, (rel, position, shape) in shapes.items():
+        if shape[1:] != majority[position]:
+            found, most = ("x".join(map(str, s)) for s in (shape[1:], majority[position]))
+            report.add("shape_outlier", where, f"{found}, most are {most}", sequence=rel)
 
 
 def _diagnose_partition(path: Path, report: Report) -> Partition | None:
@@ -367,19 +365,20 @@ def check_dataset(
         partition: OpenGait partition JSON, or an already loaded :class:`Partition` (e.g. from a split rule);
             ``None`` uses ``root/partition.json`` when it exists (as the datamodule does), otherwise skips the
             partition checks.
-        modalities: pkls of each sequence to decode (indices into the sorted pkl list or names, as
-            ``GaitSequenceDataset``); ``None`` decodes all.
+        modalities: pkls of each sequence to decode (names, indices into the sorted pkl list or a bool mask, see
+            :func:`gaitkd.data.dataset.parse_modalities`); ``None`` decodes all. The first selected pkl is checked
+            as silhouettes (uint8 ``[T, H, W]``), the others as extra modalities (numeric ``[T, ...]``).
         workers: decoding threads (default ``min(4, cpu count)``).
         progress: show a rich progress bar when there are many pkls.
         ids: decode only these ids' sequences (the ones in use); partition checks still see every id on disk.
-        keep: keep the raw array of each sequence's first pkl in ``report.arrays`` (for a caching loader).
+        keep: keep the raw arrays of each sequence's selected pkls in ``report.arrays`` (for a caching loader).
     """
     root = Path(root)
     report = Report(root=root)
     if not root.is_dir():
         report.add("root_missing", str(root), f"expected {LAYOUT}")
         return report
-    on_disk, sequences = _scan(root, report, None if modalities is None else list(modalities),
+    on_disk, sequences = _scan(root, report, parse_modalities(modalities, "modalities"),
                                None if ids is None else set(ids))
     report.sequences = len(sequences)
     if not sequences:

@@ -16,7 +16,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from gaitkd.data.check import SEQUENCE_KINDS, Report, check_dataset
-from gaitkd.data.dataset import GaitDataError, GaitDataWarning, GaitSequenceDataset, cut_width, require_root
+from gaitkd.data.dataset import GaitDataError, GaitDataWarning, GaitSequenceDataset, parse_modalities, require_root
 from gaitkd.data.partition import Partition, dataset_rule_partition, load_partition
 from gaitkd.data.sampler import InferenceBatchSampler, PKBatchSampler, SeededBatches
 from gaitkd.data.sampling import FrameSampler, collate_eval
@@ -24,9 +24,10 @@ from gaitkd.data.transforms import TrainCollate, build_augment
 
 
 class TrainFrames:
-    """Training view: item ``(index, seed)`` -> ``(frames uint8 [T, H, W], class index, index, seed)``.
+    """Training view: item ``(index, seed)`` -> ``(frames uint8 [T, H, W], class index, index, seed, *extra)``.
 
-    The seed is passed on so :class:`gaitkd.data.transforms.TrainCollate` can seed the batch's augmentation.
+    The seed is passed on so :class:`gaitkd.data.transforms.TrainCollate` can seed the batch's augmentation;
+    ``extra`` are the other selected modalities at the same frame indices (none with one modality).
     """
 
     def __init__(self, dataset: GaitSequenceDataset, classes: np.ndarray, frames: FrameSampler) -> None:
@@ -35,15 +36,15 @@ class TrainFrames:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[np.ndarray, int, int, int]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple:
         index, seed = item
-        seq = self.dataset[index]
+        seq, *extra = self.dataset.load(index)
         picked = self.frames(len(seq), np.random.default_rng(seed))
-        return seq[picked], int(self.classes[index]), index, seed
+        return seq[picked], int(self.classes[index]), index, seed, *(e[picked] for e in extra)
 
 
 class EvalFrames:
-    """Evaluation view: item ``index`` -> ``(frames uint8 [T, H, W], index)``, all frames up to ``limit``."""
+    """Evaluation view: item ``index`` -> ``(frames uint8 [T, H, W], index, *extra)``, all frames up to ``limit``."""
 
     def __init__(self, dataset: GaitSequenceDataset, limit: int | None) -> None:
         self.dataset, self.limit = dataset, limit
@@ -51,23 +52,9 @@ class EvalFrames:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        seq = self.dataset[index]
-        return (seq if self.limit is None else seq[: self.limit]), index
-
-
-def _drop_and_fill(dataset: GaitSequenceDataset, bad: dict[str, list[str]], arrays: dict) -> int:
-    """Remove the sequences keyed ``"<id>/<type>/<view>"`` in ``bad``; seed the cache from the check's ``arrays``.
-
-    Returns how many sequences were removed.
-    """
-    before = len(dataset)
-    keep = [i for i, key in enumerate(zip(dataset.labels, dataset.types, dataset.views)) if "/".join(key) not in bad]
-    for name in ("labels", "types", "views", "paths"):
-        setattr(dataset, name, [getattr(dataset, name)[i] for i in keep])
-    # arrays holds the raw first pkl of each sequence (decoded once by the check); the loader serves it width-cut
-    dataset._cached = [None if (a := arrays.get(p[0])) is None else cut_width(a) for p in dataset.paths]
-    return before - len(dataset)
+    def __getitem__(self, index: int) -> tuple:
+        seq, *extra = (a[: self.limit] for a in self.dataset.load(index))
+        return seq, index, *extra
 
 
 class GaitDataModule(L.LightningDataModule):
@@ -97,6 +84,14 @@ class GaitDataModule(L.LightningDataModule):
     is ``skipped_sequences``; errors not confined to one sequence (layout, partition) still raise. With
     ``cache=True`` the arrays the check decoded fill the cache (each pkl is decoded once).
 
+    ``modalities`` (OpenGait's ``data_in_use``): which pkls of each sequence folder are read, as pkl names
+    (``[sils.pkl]``), indices into the sorted pkl list (``[1]``) or a bool mask (``[false, true]``); ``None`` reads
+    every pkl, as OpenGait. The first selected pkl is the model input ``sils`` (uint8 ``[T, H, W]``; with a
+    sils + pose folder select the silhouette pkl, e.g. ``[sils.pkl]``, or put it first). Further selected pkls are
+    read with the same frame indices (equal frame counts required) and delivered as-is (dtype kept, square
+    ``[T, H, H]`` arrays width-cut like ``sils``, never augmented) in ``batch["extra"]``, one tensor per modality in
+    selection order, laid out like ``sils`` (``[N, T, ...]``, or packed ``[1, ΣT, ...]``); the models ignore them.
+
     ``augment``: ``data.augment`` keys of :class:`gaitkd.data.transforms.SequenceAugment` (probabilities per
     sequence, 0 = off). Applied to training batches only, once per batch in the collate, so the student and the
     teacher receive the same augmented ``sils``; reproducible from ``seed`` like frame sampling.
@@ -125,8 +120,10 @@ class GaitDataModule(L.LightningDataModule):
         synthetic: dict[str, Any] | None = None,
         on_error: str = "raise",
         augment: dict[str, Any] | None = None,
+        modalities: Any = None,
     ) -> None:
         super().__init__()
+        self.modalities = parse_modalities(modalities)
         if root is None and synthetic is None:
             raise GaitDataError("set data.root to an OpenGait pkl folder, or use data=synthetic")
         if on_error not in ("raise", "skip"):
@@ -186,10 +183,12 @@ class GaitDataModule(L.LightningDataModule):
         root = self._resolve_root()
         part = self._load_partition(root)
         report = self._check(root, part)
-        train_set = GaitSequenceDataset(root, ids=part.train, cache=self.cache)
-        test_set = GaitSequenceDataset(root, ids=part.test, cache=self.cache)
+        kw = {"modalities": self.modalities, "cache": self.cache, "exclude": report.bad_sequences}
+        train_set = GaitSequenceDataset(root, ids=part.train, **kw)
+        test_set = GaitSequenceDataset(root, ids=part.test, **kw)
         for name, dataset in (("TRAIN_SET", train_set), ("TEST_SET", test_set)):
-            self.skipped_sequences += _drop_and_fill(dataset, report.bad_sequences, report.arrays)
+            self.skipped_sequences += dataset.excluded
+            dataset.seed_cache(report.arrays)  # each pkl the check decoded is decoded once
             if not len(dataset):
                 raise GaitDataError(f"{root}: every sequence of {name} has errors, nothing is left\n{report}")
         report.arrays.clear()  # the datasets hold what they use
@@ -211,12 +210,17 @@ class GaitDataModule(L.LightningDataModule):
 
     def _check(self, root: Path, part: Partition) -> Report:
         """Check the ids in use before training: raise on errors, or warn about the sequences ``skip`` drops."""
-        report = check_dataset(root, part, ids=[*part.train, *part.test], keep=self.cache)
+        report = check_dataset(root, part, self.modalities, ids=[*part.train, *part.test], keep=self.cache)
+        hint = f"`gaitkd check-data {root}` shows the table"
+        if report.pkls > report.sequences and self.modalities is None:
+            hint += ("; sequence folders hold several pkls and data.modalities=null reads them all, the first (sorted) "
+                     "as the silhouette input: select the silhouette pkl, e.g. data.modalities=[sils.pkl]")
         if self.on_error == "raise":
             report.raise_if_errors(f"data.on_error=raise; data.on_error=skip leaves out the broken sequences instead. "
-                                   f"`gaitkd check-data {root}` shows the table")
+                                   f"{hint}")
         elif any(issue.kind not in SEQUENCE_KINDS for issue in report.errors):
-            report.raise_if_errors("data.on_error=skip only leaves out sequences; some errors are not confined to one")
+            report.raise_if_errors(f"data.on_error=skip only leaves out sequences; some errors are not confined to "
+                                   f"one. {hint}")
         if report.warnings:
             found = ", ".join(f"{i.kind} x{i.count} (e.g. {i.examples[0][0]})" for i in report.warnings)
             warnings.warn(f"{root}: the dataset check found {found}", GaitDataWarning, stacklevel=3)
