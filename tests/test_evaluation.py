@@ -13,7 +13,7 @@ from rich.console import Console
 
 from conftest import load_fixture
 from gaitkd.evaluation import EmbeddingCollector, canonical_protocol, compute_acc_map, evaluate, indoor
-from gaitkd.evaluation.distance import pairwise_distance
+from gaitkd.evaluation.distance import GalleryDistances, pairwise_distance
 from gaitkd.evaluation.report import per_view_table, plot_per_view_heatmap, print_result
 
 # §6 tolerances
@@ -132,12 +132,13 @@ def test_chunked_blocks_match(eval_set: dict, monkeypatch: pytest.MonkeyPatch) -
     # A small block budget forces several probe chunks per protocol (the path large test sets take).
     monkeypatch.setattr(indoor, "_BLOCK_ELEMENTS", 64 * len(eval_set["labels"]))
     calls: list[int] = []
+    original = GalleryDistances.__call__
 
-    def spy(x, y, metric):
-        calls.append(len(x))
-        return pairwise_distance(x, y, metric)
+    def spy(self, queries, out=None, index=None):
+        calls.append(len(index))
+        return original(self, queries, out=out, index=index)
 
-    monkeypatch.setattr(indoor, "pairwise_distance", spy)
+    monkeypatch.setattr(GalleryDistances, "__call__", spy)
     for name, run in eval_set["runs"].items():
         calls.clear()
         chunked = _run(eval_set, run)

@@ -6,8 +6,11 @@ Owns the one distance every evaluation protocol uses (fixtures README §1):
   form ``sqrt(relu(|x|² + |y|² − 2 x·y))`` (so identical vectors get ~1e-3, not 0, like OpenGait);
 * ``cos``: ``1 − mean_p cos(x_p, y_p)`` with part vectors normalised as ``x / max(|x|, 1e-12)``.
 
-Work is done as batched matrix products over parts, in row chunks of ``x`` so the ``[P, chunk, n2]``
-intermediate of ``euc`` stays bounded for large test sets.
+:class:`GalleryDistances` lays a gallery out once and then serves blocks of queries. For ``euc`` each part is one
+GEMM over augmented rows, ``[x, |x|², 1] · [−2y, 1, |y|²] = |x|² + |y|² − 2 x·y``, so no broadcast temporaries
+exist; the GEMM output, its clamp/sqrt and the accumulation over parts stay inside one cache-sized tile
+(``_TILE_ROWS × _TILE_COLS``) and every buffer is allocated once. The cost is the per-part products plus three
+cache-resident element-wise passes; ``bench/eval_scale.py`` measures it against the bare products.
 """
 
 from __future__ import annotations
@@ -16,13 +19,17 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 Metric = Literal["euc", "cos"]
 METRICS: tuple[str, ...] = ("euc", "cos")
 
-# Elements of the [P, chunk, n2] float32 intermediate per chunk (~128 MB); sized for CPU caches and GPU memory alike.
-_MAX_CHUNK_ELEMENTS = 1 << 25
+# One euc tile: a [rows, cols] float32 GEMM output (2 MB) that stays in a core's L2 while it is clamped, rooted and
+# added into the result; measured on the 2-core dev machine, larger tiles fall out of cache and smaller ones
+# make the GEMMs less efficient.
+_TILE_ROWS, _TILE_COLS = 512, 1024
+# Rows laid out per step when building the gallery or a query block (bounds the layout's temporaries), and rows
+# per cache-resident step inside one layout (64 x 16 parts x 258 floats = 1 MB).
+_LAYOUT_ROWS, _LAYOUT_CACHE_ROWS = 4096, 64
 
 
 def as_embeddings(x: torch.Tensor | np.ndarray, name: str = "embeddings") -> torch.Tensor:
@@ -35,8 +42,135 @@ def as_embeddings(x: torch.Tensor | np.ndarray, name: str = "embeddings") -> tor
     return t.detach().to(torch.float32)
 
 
-def _auto_chunk(n2: int, parts: int) -> int:
-    return max(1, _MAX_CHUNK_ELEMENTS // max(1, n2 * parts))
+def _layout(emb: torch.Tensor, metric: str, side: str, rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Write one side's GEMM operand for the rows ``rows`` (int64 indices) of ``emb [N, C, P]`` into ``out``.
+
+    euc: ``out [n, P, C + 2]``, rows ``[x_p, |x_p|², 1]`` (``side="query"``) or ``[−2 y_p, 1, |y_p|²]``
+    (gallery); part ``p`` is the strided matrix ``out[:, p]``, which the GEMM reads as it is. cos: ``out [n, C·P]``,
+    part vectors L2-normalised, flattened in ``(C, P)`` order. Rows are gathered and written in small
+    cache-resident steps; the norms computed on the way double as the finiteness check.
+    """
+    channels = emb.shape[1]
+    for s in range(0, len(rows), _LAYOUT_CACHE_ROWS):
+        src, dst = emb[rows[s : s + _LAYOUT_CACHE_ROWS]], out[s : s + _LAYOUT_CACHE_ROWS]
+        if metric == "cos":
+            norms = torch.linalg.vector_norm(src, dim=1, keepdim=True)  # [b, 1, P], as F.normalize
+            _require_finite(norms, side, len(rows))
+            torch.div(src, norms.clamp_min(1e-12), out=dst.view(src.shape))
+            continue
+        vec = dst[..., :channels]
+        vec.copy_(src.transpose(1, 2))  # the one transposition, [C, P] -> [P, C]
+        sq = torch.einsum("npc,npc->np", vec, vec)  # |x_p|², a sum of squares over C as OpenGait's
+        _require_finite(sq, side, len(rows))
+        if side == "query":
+            dst[..., channels], dst[..., channels + 1] = sq, 1.0
+        else:
+            vec.mul_(-2.0)
+            dst[..., channels], dst[..., channels + 1] = 1.0, sq
+    return out
+
+
+def _require_finite(norms: torch.Tensor, side: str, total: int) -> None:
+    if not torch.isfinite(norms).all():
+        raise ValueError(f"{side} embeddings: some of the {total} contain NaN or inf (did training diverge?)")
+
+
+def _rows(index: torch.Tensor | np.ndarray | None, n: int, device: torch.device) -> torch.Tensor:
+    if index is None:
+        return torch.arange(n, device=device)
+    rows = torch.as_tensor(np.asarray(index, dtype=np.int64) if not isinstance(index, torch.Tensor) else index)
+    if rows.dim() != 1 or (len(rows) and (rows.min() < 0 or rows.max() >= n)):
+        raise ValueError(f"index must be a 1-d array of row numbers in [0, {n}), got shape {tuple(rows.shape)}")
+    return rows.to(device=device, dtype=torch.int64)
+
+
+class GalleryDistances:
+    """Distances from blocks of queries to one fixed gallery: ``dists(x [b, C, P]) -> [b, n_gallery]``.
+
+    Args:
+        gallery: ``[N, C, P]`` embeddings (torch or numpy; cast to float32).
+        metric: ``"euc"`` or ``"cos"``.
+        index: optional row numbers selecting the gallery out of ``gallery`` (gathered on the fly, so
+            ``gallery[index]`` never exists as a copy).
+
+    ``__call__(queries, out=None, index=None)``: distances of ``queries[index]`` (all rows if ``None``) to the
+    gallery, written into ``out`` (float32 ``[n, n_gallery]``, contiguous; allocated if ``None``) and returned.
+    Buffers are reused across calls, so one instance serves one thread.
+    """
+
+    def __init__(self, gallery: torch.Tensor | np.ndarray, metric: Metric = "euc", index: np.ndarray | None = None):
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        emb = as_embeddings(gallery, "gallery")
+        self.metric, self.channels, self.parts, self.device = metric, emb.shape[1], emb.shape[2], emb.device
+        rows = _rows(index, len(emb), emb.device)
+        self.size = len(rows)
+        self._g = _layout(emb, metric, "gallery", rows, self._operand(self.size))
+        self._q = self._operand(0)
+        self._tile = torch.empty(0, dtype=torch.float32, device=emb.device)
+
+    def _operand(self, n: int) -> torch.Tensor:
+        shape = (n, self.channels * self.parts) if self.metric == "cos" else (n, self.parts, self.channels + 2)
+        return torch.empty(shape, dtype=torch.float32, device=self.device)
+
+    def __call__(
+        self, queries: torch.Tensor | np.ndarray, out: torch.Tensor | None = None, index: np.ndarray | None = None
+    ) -> torch.Tensor:
+        x = as_embeddings(queries, "queries")
+        if x.shape[1:] != (self.channels, self.parts):
+            raise ValueError(
+                f"queries and gallery must share [C, P]: got queries {tuple(x.shape)} and gallery "
+                f"[{self.size}, {self.channels}, {self.parts}]"
+            )
+        rows = _rows(index, len(x), x.device)
+        n = len(rows)
+        if out is None:
+            out = torch.empty(n, self.size, dtype=torch.float32, device=self.device)
+        elif out.shape != (n, self.size) or not out.is_contiguous():
+            raise ValueError(f"out must be a contiguous [{n}, {self.size}] tensor, got {tuple(out.shape)}")
+        if n == 0 or self.size == 0:
+            return out
+        if len(self._q) < min(n, _LAYOUT_ROWS):
+            self._q = self._operand(min(n, _LAYOUT_ROWS))
+        for s in range(0, n, _LAYOUT_ROWS):
+            block = rows[s : s + _LAYOUT_ROWS]
+            q = _layout(x, self.metric, "query", block, self._q[: len(block)])
+            (self._cos if self.metric == "cos" else self._euc)(q, out[s : s + _LAYOUT_ROWS])
+        return out
+
+    def _cos(self, q: torch.Tensor, out: torch.Tensor) -> None:
+        torch.mm(q, self._g.T, out=out)  # Σ_p <x̂_p, ŷ_p>: one GEMM over the flattened (C, P) axis
+        out.div_(self.parts).neg_().add_(1.0)  # 1 − s / P, in OpenGait's order
+
+    def _euc(self, q: torch.Tensor, out: torch.Tensor) -> None:
+        rows, cols = min(_TILE_ROWS, len(q)), min(_TILE_COLS, self.size)
+        if self._tile.numel() < rows * cols:
+            self._tile = torch.empty(rows * cols, dtype=torch.float32, device=self.device)
+        for r0 in range(0, len(q), _TILE_ROWS):
+            qr = q[r0 : r0 + _TILE_ROWS]
+            for c0 in range(0, self.size, _TILE_COLS):
+                g = self._g[c0 : c0 + _TILE_COLS]
+                target = out[r0 : r0 + _TILE_ROWS, c0 : c0 + _TILE_COLS]
+                tile = self._tile[: target.numel()].view(target.shape)
+                self._euc_tile(qr, g, tile, target, clamp=False)
+                if torch.sum(target).isnan():  # a rounding-negative square somewhere (near-identical vectors)
+                    self._euc_tile(qr, g, tile, target, clamp=True)
+                target.div_(self.parts)
+
+    def _euc_tile(self, q: torch.Tensor, g: torch.Tensor, tile: torch.Tensor, target: torch.Tensor, clamp: bool):
+        """``target = Σ_p sqrt(relu(q_p g_pᵀ))`` through the cache-sized ``tile``.
+
+        Without ``clamp`` the relu is skipped (one element-wise pass fewer): a square that rounding made negative
+        then shows as NaN in ``target`` (inputs are finite), and the caller redoes the tile with ``clamp``.
+        """
+        for p in range(self.parts):
+            torch.mm(q[:, p], g[:, p].T, out=tile)  # |x_p|² + |y_p|² − 2 x_p·y_p
+            if clamp:
+                tile.clamp_(min=0.0)
+            if p == 0:
+                torch.sqrt(tile, out=target)
+            else:
+                target.add_(tile.sqrt_())
 
 
 def pairwise_distance(
@@ -51,7 +185,7 @@ def pairwise_distance(
         x: ``[n1, C, P]`` embeddings (torch or numpy; cast to float32).
         y: ``[n2, C, P]`` embeddings on the same device as ``x``.
         metric: ``"euc"`` or ``"cos"``.
-        chunk: rows of ``x`` per block; default keeps the ``[P, chunk, n2]`` intermediate near 2^25 elements.
+        chunk: rows of ``x`` per block (default: all; memory stays bounded by the internal tiling anyway).
 
     Returns:
         ``[n1, n2]`` float32 distances (smaller = more similar), on ``x``'s device.
@@ -61,28 +195,11 @@ def pairwise_distance(
     x, y = as_embeddings(x, "x"), as_embeddings(y, "y")
     if x.shape[1:] != y.shape[1:]:
         raise ValueError(f"x and y must share [C, P]: got x {tuple(x.shape)} and y {tuple(y.shape)}")
-    n1, channels, parts = x.shape
-    n2 = y.shape[0]
-    out = torch.empty(n1, n2, dtype=torch.float32, device=x.device)
-    if n1 == 0 or n2 == 0:
-        return out
-    step = chunk if chunk is not None else _auto_chunk(n2, parts)
-    if step < 1:
+    if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-
-    if metric == "cos":
-        # Σ_p <x̂_p, ŷ_p> is a single GEMM over the flattened (C, P) axis.
-        yf = F.normalize(y, p=2, dim=1, eps=1e-12).reshape(n2, channels * parts)
-        for s in range(0, n1, step):
-            xf = F.normalize(x[s : s + step], p=2, dim=1, eps=1e-12).reshape(-1, channels * parts)
-            out[s : s + step] = 1.0 - (xf @ yf.T) / parts
-        return out
-
-    yp = y.permute(2, 0, 1)  # [P, n2, C]
-    y_sq = yp.pow(2).sum(-1).unsqueeze(1)  # [P, 1, n2]
-    for s in range(0, n1, step):
-        xp = x[s : s + step].permute(2, 0, 1)  # [P, b, C]
-        x_sq = xp.pow(2).sum(-1).unsqueeze(2)  # [P, b, 1]
-        sq = torch.baddbmm(x_sq + y_sq, xp, yp.transpose(1, 2), alpha=-2.0)  # [P, b, n2]
-        out[s : s + step] = sq.clamp_(min=0.0).sqrt_().sum(0) / parts
+    dists = GalleryDistances(y, metric)
+    out = torch.empty(x.shape[0], y.shape[0], dtype=torch.float32, device=x.device)
+    step = chunk or max(1, x.shape[0])
+    for s in range(0, x.shape[0], step):
+        dists(x[s : s + step], out=out[s : s + step])
     return out

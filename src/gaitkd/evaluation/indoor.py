@@ -15,16 +15,17 @@ same order as OpenGait, so results match it exactly (up to float32 near-ties in 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from gaitkd.evaluation.distance import METRICS, Metric, as_embeddings, pairwise_distance
+from gaitkd.evaluation.distance import METRICS, GalleryDistances, Metric, as_embeddings
 
-# Distance-block elements per probe chunk (the sort in the cross-view protocol also holds int64 indices).
-_BLOCK_ELEMENTS = 1 << 24
+# Distance-block elements per probe chunk (128 MB of float32, allocated once per protocol call; the sort of the
+# cross-view protocol adds int64 indices and masks of the same shape).
+_BLOCK_ELEMENTS = 1 << 25
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,20 @@ def _condition_index(types: np.ndarray, probe_types: dict[str, tuple[str, ...]])
     return cond
 
 
-def _chunk_rows(n_cols: int) -> int:
-    """Probe rows per distance block so a block holds about ``_BLOCK_ELEMENTS`` entries."""
-    return max(1, _BLOCK_ELEMENTS // max(1, n_cols))
+def _probe_blocks(
+    emb: torch.Tensor, probes: np.ndarray, dists: GalleryDistances
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """``(rows, distances [len(rows), n_gallery])`` for consecutive blocks of ``probes`` (indices into ``emb``).
+
+    A block holds about ``_BLOCK_ELEMENTS`` distances; its buffer is allocated once and overwritten by the next
+    block, so consume each block before advancing.
+    """
+    step = max(1, _BLOCK_ELEMENTS // max(1, dists.size))
+    buffer = torch.empty(min(step, len(probes)) * dists.size, dtype=torch.float32, device=emb.device)
+    for s in range(0, len(probes), step):
+        rows = slice(s, min(s + step, len(probes)))
+        block = buffer[: (rows.stop - s) * dists.size].view(rows.stop - s, dists.size)
+        yield rows, dists(emb, out=block, index=probes[rows])
 
 
 def single_view_gallery_evaluation(
@@ -134,13 +146,10 @@ def single_view_gallery_evaluation(
     cond = _condition_index(typ, proto.probe_types)
     probes = np.flatnonzero(cond >= 0)
     device = emb.device
-    g_emb, g_lab = emb[torch.as_tensor(gallery, device=device)], torch.as_tensor(codes[gallery], device=device)
-    p_lab = torch.as_tensor(codes[probes], device=device)
+    dists = GalleryDistances(emb, metric, index=gallery)
+    g_lab, p_lab = (torch.as_tensor(codes[i], device=device) for i in (gallery, probes))
     hits = torch.empty(len(probes), n_views, dtype=torch.bool, device=device)  # [n_probe, V]: top-1 at view v2 correct
-    step = _chunk_rows(len(gallery))
-    for s in range(0, len(probes), step):
-        rows = slice(s, s + step)
-        block = pairwise_distance(emb[torch.as_tensor(probes[rows], device=device)], g_emb, metric)
+    for rows, block in _probe_blocks(emb, probes, dists):
         for v2 in range(n_views):
             nearest = block[:, bounds[v2] : bounds[v2 + 1]].argmin(1) + bounds[v2]
             hits[rows, v2] = g_lab[nearest] == p_lab[rows]
@@ -246,17 +255,14 @@ def cross_view_gallery_evaluation(
     cond = _condition_index(typ, proto.probe_types)
     probes = np.flatnonzero(cond >= 0)
     device = emb.device
-    g_emb = emb[torch.as_tensor(gallery, device=device)]
+    dists = GalleryDistances(emb, metric, index=gallery)
     g_lab, g_view = (torch.as_tensor(a[gallery], device=device) for a in (codes, view_idx))
     hit = np.empty(len(probes), dtype=np.int64)
     ap = np.empty(len(probes), dtype=np.float64)
-    step = _chunk_rows(len(gallery))
-    for s in range(0, len(probes), step):
-        rows = probes[s : s + step]
-        block = pairwise_distance(emb[torch.as_tensor(rows, device=device)], g_emb, metric)
-        q_lab, q_view = (torch.as_tensor(a[rows], device=device) for a in (codes, view_idx))
+    for rows, block in _probe_blocks(emb, probes, dists):
+        q_lab, q_view = (torch.as_tensor(a[probes[rows]], device=device) for a in (codes, view_idx))
         h, a = _rank1_and_ap(block, q_lab, g_lab, q_view, g_view)
-        hit[s : s + step], ap[s : s + step] = h.cpu().numpy(), a.cpu().numpy()
+        hit[rows], ap[rows] = h.cpu().numpy(), a.cpu().numpy()
 
     group = cond[probes] * n_views + view_idx[probes]
     n_groups = len(type_order) * n_views
