@@ -87,6 +87,31 @@ def test_compute_acc_map(with_views: bool) -> None:
     assert m_ap == pytest.approx(ref[f"mAP_{suffix}"], abs=ATOL_MAP_RAW)
 
 
+def _sorted_acc_map(dist: np.ndarray, q: np.ndarray, g: np.ndarray, qv: np.ndarray, gv: np.ndarray):
+    """§2.2 steps 2-3 written out literally: remove, sort, match vector, cumulative precision."""
+    hits, aps = [], []
+    for i in range(len(q)):
+        keep = ~((g == q[i]) & (gv == qv[i]))
+        m = (g[keep] == q[i])[np.argsort(dist[i, keep])]
+        hits.append(m[0])
+        if m.sum():
+            aps.append((np.cumsum(m) / np.arange(1, len(m) + 1) * m).sum() / m.sum())
+    return np.mean(hits), np.mean(aps)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_compute_acc_map_matches_a_literal_sort(seed: int) -> None:
+    """The sort-free ranks equal a literal sort (continuous distances: no ties), some queries without matches."""
+    rng = np.random.default_rng(seed)
+    nq, ng = 37, 53
+    q, g = rng.integers(0, 9, nq), rng.integers(0, 8, ng)  # label 8 has no gallery item
+    qv, gv = rng.integers(0, 3, nq), rng.integers(0, 3, ng)
+    dist = rng.random((nq, ng)).astype(np.float32)
+    acc, m_ap = compute_acc_map(dist, q, g, qv, gv)
+    ref_acc, ref_map = _sorted_acc_map(dist, q, g, qv, gv)
+    assert acc == pytest.approx(ref_acc, abs=1e-12) and m_ap == pytest.approx(ref_map, abs=1e-12)
+
+
 def test_compute_acc_map_no_gallery_left_raises() -> None:
     with pytest.raises(ValueError, match="no gallery left"):
         compute_acc_map(torch.rand(1, 2), [7], [7, 7], [0], [0, 0])

@@ -50,9 +50,12 @@ def _layout(emb: torch.Tensor, metric: str, side: str, rows: torch.Tensor, out: 
     part vectors L2-normalised, flattened in ``(C, P)`` order. Rows are gathered and written in small
     cache-resident steps; the norms computed on the way double as the finiteness check.
     """
-    channels = emb.shape[1]
-    for s in range(0, len(rows), _LAYOUT_CACHE_ROWS):
-        src, dst = emb[rows[s : s + _LAYOUT_CACHE_ROWS]], out[s : s + _LAYOUT_CACHE_ROWS]
+    step, (channels, parts) = _LAYOUT_CACHE_ROWS, emb.shape[1:]
+    gathered = torch.empty(min(step, len(rows)), channels, parts, dtype=torch.float32, device=emb.device)
+    squares = torch.empty(len(gathered), parts, channels, dtype=torch.float32, device=emb.device)
+    for s in range(0, len(rows), step):
+        src, dst = gathered[: len(rows[s : s + step])], out[s : s + step]
+        torch.index_select(emb, 0, rows[s : s + step], out=src)
         if metric == "cos":
             norms = torch.linalg.vector_norm(src, dim=1, keepdim=True)  # [b, 1, P], as F.normalize
             _require_finite(norms, side, len(rows))
@@ -60,7 +63,7 @@ def _layout(emb: torch.Tensor, metric: str, side: str, rows: torch.Tensor, out: 
             continue
         vec = dst[..., :channels]
         vec.copy_(src.transpose(1, 2))  # the one transposition, [C, P] -> [P, C]
-        sq = torch.einsum("npc,npc->np", vec, vec)  # |x_p|², a sum of squares over C as OpenGait's
+        sq = torch.mul(vec, vec, out=squares[: len(src)]).sum(-1)  # |x_p|² = Σ_c x², as OpenGait computes it
         _require_finite(sq, side, len(rows))
         if side == "query":
             dst[..., channels], dst[..., channels + 1] = sq, 1.0

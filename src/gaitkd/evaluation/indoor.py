@@ -168,6 +168,18 @@ def single_view_gallery_evaluation(
     return result
 
 
+def _members(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
+    """``[n_codes, M]`` gallery positions of each label code, padded with -1 (M = the largest label count)."""
+    order = torch.argsort(codes, stable=True)
+    counts = torch.bincount(codes, minlength=n_codes)
+    width = max(int(counts.max()) if len(codes) else 0, 1)
+    table = torch.full((n_codes, width), -1, dtype=torch.int64, device=codes.device)
+    starts = torch.cumsum(counts, 0) - counts
+    cols = torch.arange(len(codes), device=codes.device) - torch.repeat_interleave(starts, counts)
+    table[codes[order], cols] = order
+    return table
+
+
 def _rank1_and_ap(
     dist: torch.Tensor,
     q_lab: torch.Tensor,
@@ -177,28 +189,42 @@ def _rank1_and_ap(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rank-1 hit and AP of each query after removing same-(view, label) gallery items (§2.2 steps 2-3).
 
+    No row is sorted: a query's relevant items are the few gallery items of its label, and the rank of its k-th
+    nearest relevant item is ``k + #(other non-removed items strictly nearer)``, one comparison pass over the row
+    per relevant item. This is the rank a sort gives, up to the order of exactly tied distances.
+
     Args:
-        dist: ``[nq, ng]`` distances; q_lab/q_view ``[nq]``, g_lab/g_view ``[ng]`` integer codes.
+        dist: ``[nq, ng]`` distances (not modified); q_lab/q_view ``[nq]``, g_lab/g_view ``[ng]`` integer codes.
 
     Returns:
         ``hit [nq] bool`` and ``ap [nq] float64`` (NaN where the query has no relevant gallery item).
     """
-    same = q_lab[:, None] == g_lab[None, :]  # [nq, ng]
-    removed = same & (q_view[:, None] == g_view[None, :]) if q_view is not None else torch.zeros_like(same)
-    n_left = dist.shape[1] - removed.sum(1)
-    if (n_left == 0).any():
+    n_codes = int(max(q_lab.max(), g_lab.max())) + 1
+    cand = _members(g_lab, n_codes)[q_lab]  # [nq, M] gallery positions of each query's label, -1 = padding
+    valid = cand >= 0
+    removed = valid & (g_view[cand.clamp(min=0)] == q_view[:, None]) if q_view is not None else torch.zeros_like(valid)
+    if (n_left := dist.shape[1] - removed.sum(1)).eq(0).any():
         raise ValueError(
-            f"{int((n_left == 0).sum())} probe(s) have no gallery left after excluding their own (view, subject) "
+            f"{int(n_left.eq(0).sum())} probe(s) have no gallery left after excluding their own (view, subject) "
             "entries; OpenGait asserts here"
         )
-    order = dist.masked_fill(removed, float("inf")).argsort(dim=1)  # removed items sort last
-    matches = (same & ~removed).gather(1, order)
-    n_rel = matches.sum(1)
-    precision = matches.cumsum(1, dtype=torch.float64) / torch.arange(
-        1, dist.shape[1] + 1, dtype=torch.float64, device=dist.device
-    )
-    ap = (precision * matches).sum(1) / n_rel  # 0/0 -> NaN for queries left out of mAP
-    return matches[:, 0], ap
+    label_d = dist.gather(1, cand.clamp(min=0))  # [nq, M]
+    inf = torch.tensor(float("inf"), dtype=dist.dtype, device=dist.device)
+    rel_d = torch.where(valid & ~removed, label_d, inf).sort(1).values  # relevant distances, ascending
+    rem_d = torch.where(removed, label_d, inf)
+    n_rel = (valid & ~removed).sum(1)
+    nearer = torch.empty_like(dist, dtype=torch.bool)
+    precision = torch.zeros(len(dist), dtype=torch.float64, device=dist.device)
+    hit = torch.zeros(len(dist), dtype=torch.bool, device=dist.device)
+    for k in range(int(n_rel.max()) if len(dist) else 0):
+        thr = rel_d[:, k : k + 1]  # the k-th relevant distance (inf where a query has fewer)
+        torch.lt(dist, thr, out=nearer)
+        others = nearer.sum(1) - (rel_d < thr).sum(1) - (rem_d < thr).sum(1)  # non-relevant, non-removed, nearer
+        has = k < n_rel
+        precision += torch.where(has, (k + 1) / (k + 1 + others).double(), 0.0)
+        if k == 0:
+            hit = has & (others == 0)
+    return hit, precision / n_rel  # 0/0 -> NaN for queries left out of mAP
 
 
 def compute_acc_map(
