@@ -95,17 +95,18 @@ class FrameSampler:
         return fixed_ordered(length, count, self.skip, rng)
 
 
-def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """An uninitialised tensor for a batch; inside a DataLoader worker it lives in shared memory already.
+def float_batch(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 tensor for a batch; inside a DataLoader worker it lives in shared memory already.
 
     A batch built in a worker travels to the training process through shared memory: allocating it there saves
-    one copy of the whole batch (PyTorch's own default collate does the same).
+    one copy of the whole batch (PyTorch's own default collate does the same). In the training process numpy
+    allocates it: its allocator reuses the previous batch's pages, where ``torch.empty`` of tens of MB page-faults
+    them in anew every batch.
     """
     if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    numel = int(np.prod(shape))
-    storage = torch.UntypedStorage._new_shared(numel * dtype.itemsize)
-    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
+        return torch.from_numpy(np.empty(shape, np.float32))
+    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)) * 4)
+    return torch.empty(0, dtype=torch.float32).set_(storage).view(shape)
 
 
 def _to_float(frames: np.ndarray) -> torch.Tensor:
@@ -115,7 +116,7 @@ def _to_float(frames: np.ndarray) -> torch.Tensor:
     cast to float32) but several times faster here than ``torch.div`` with type promotion, and it does not
     compete for threads with the training process on a busy machine.
     """
-    out = batch_tensor(frames.shape)
+    out = float_batch(frames.shape)
     np.divide(frames, np.float32(255), out=out.numpy(), dtype=np.float32)
     return out
 
