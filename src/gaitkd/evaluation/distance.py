@@ -8,9 +8,9 @@ Owns the one distance every evaluation protocol uses (fixtures README §1):
 
 :class:`GalleryDistances` lays a gallery out once and then serves blocks of queries. For ``euc`` each part is one
 GEMM over augmented rows, ``[x, |x|², 1] · [−2y, 1, |y|²] = |x|² + |y|² − 2 x·y``, so no broadcast temporaries
-exist; the GEMM output, its clamp/sqrt and the accumulation over parts stay inside one cache-sized tile
-(``_TILE_ROWS × _TILE_COLS``) and every buffer is allocated once. The cost is the per-part products plus three
-cache-resident element-wise passes; ``bench/eval_scale.py`` measures it against the bare products.
+exist; the GEMM output, its sqrt and the accumulation over parts stay inside one cache-resident tile
+(``_TILE_ROWS × _TILE_COLS``) and every buffer is allocated once. The cost is the per-part products plus two
+element-wise passes; ``bench/eval_scale.py`` measures it against the bare products.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import torch
 Metric = Literal["euc", "cos"]
 METRICS: tuple[str, ...] = ("euc", "cos")
 
-# One euc tile: a [rows, cols] float32 GEMM output (2 MB) that stays in a core's L2 while it is clamped, rooted and
-# added into the result; measured on the 2-core dev machine, larger tiles fall out of cache and smaller ones
-# make the GEMMs less efficient.
-_TILE_ROWS, _TILE_COLS = 512, 1024
+# One euc tile: the [rows, cols] float32 GEMM output (16 MB) that is rooted and added into the result while it is
+# still in the last-level cache. A trade-off measured on the 2-core dev machine (bench/eval_scale.py): smaller
+# tiles keep the element-wise passes in L2 but make the GEMMs up to 20 % slower; larger ones leave the cache.
+_TILE_ROWS, _TILE_COLS = 2048, 2048
 # Rows laid out per step when building the gallery or a query block (bounds the layout's temporaries), and rows
 # per cache-resident step inside one layout (64 x 16 parts x 258 floats = 1 MB).
 _LAYOUT_ROWS, _LAYOUT_CACHE_ROWS = 4096, 64
