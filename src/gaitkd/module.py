@@ -153,7 +153,7 @@ class GaitKDModule(L.LightningModule):
             if out_t.logits is not None:  # a teacher at chance level makes decision KD pure noise: show it
                 teacher_acc = (out_t.logits.argmax(1) == labels[:, None]).float().mean()
                 self.log("train/teacher_accuracy", teacher_acc, on_step=True)
-            terms.update(self.kd(out_s, logits_s, out_t))
+            terms.update(self.kd(out_s, logits_s, out_t, labels=labels))
 
         total = weighted_sum(terms)
         for name, (_, value) in terms.items():

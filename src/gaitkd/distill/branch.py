@@ -98,8 +98,13 @@ class KDBranch(nn.Module):
                 teacher.channels, student.channels)
             self.connector = PartConnector(self.parts, cin, cout)
 
-    def forward(self, out_s: GaitOutput, logits_s: Tensor | None, out_t: GaitOutput) -> dict[str, tuple[float, Tensor]]:
-        """Weighted KD terms ``{name: (weight, loss)}`` for one batch; teacher tensors carry no gradient."""
+    def forward(
+        self, out_s: GaitOutput, logits_s: Tensor | None, out_t: GaitOutput, labels: Tensor | None = None
+    ) -> dict[str, tuple[float, Tensor]]:
+        """Weighted KD terms ``{name: (weight, loss)}`` for one batch; teacher tensors carry no gradient.
+
+        ``labels`` ``[N]`` (class indices) reach the decision loss (label-aware methods: DKD, KA).
+        """
         terms: dict[str, tuple[float, Tensor]] = {}
         if self.boundary is not None:
             emb_s = align_parts(out_s.train_embeddings, self.parts, self.part_align)
@@ -114,6 +119,6 @@ class KDBranch(nn.Module):
         if self.decision is not None:
             ls = align_parts(logits_s, self.parts, self.part_align)
             lt = align_parts(out_t.logits, self.parts, self.part_align)
-            loss, _ = self.decision(logits_s=ls, logits_t=lt)
+            loss, _ = self.decision(logits_s=ls, logits_t=lt, labels=labels)
             terms["decision_kd"] = (self.decision_weight, loss)
         return terms
