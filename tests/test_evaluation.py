@@ -175,6 +175,43 @@ def test_chunked_blocks_match(eval_set: dict, monkeypatch: pytest.MonkeyPatch) -
                 assert chunked[key] == value, (name, key)
 
 
+def test_cmc_starts_at_rank1_and_rises(eval_set: dict) -> None:
+    for name, run in eval_set["runs"].items():
+        res = _run(eval_set, run, cmc_ranks=6)
+        cmc, names = res["cmc"], res["type_order"]
+        assert cmc.shape == (len(names), 6), name
+        assert (np.diff(cmc, axis=1) >= 0).all() and (cmc <= 100).all(), name
+        key = "{}-Rank@1" if run["cross_view_gallery"] else "{}@R1"
+        for i, t in enumerate(names):  # rank-1 cells are rounded to 0.01 before averaging, the CMC is not
+            assert abs(cmc[i, 0] - res[key.format(t)]) <= 0.005 + 1e-9, (name, t)
+
+
+def test_single_view_cmc_matches_a_literal_sort() -> None:
+    """Tiny CASIA-B-named set: each cell's rank-k accuracy from sorting every (probe, gallery view) row."""
+    rng = np.random.default_rng(0)
+    types = ["nm-01", "nm-02", "nm-05", "bg-01"]
+    grid = [(f"{i:03d}", t, v) for i in range(5) for t in types for v in ("000", "090", "180")]
+    labels, typs, views = (np.array(c) for c in zip(*grid))
+    emb = torch.as_tensor(rng.standard_normal((len(grid), 4, 2)), dtype=torch.float32)
+    res = evaluate("casia_b", emb, labels, typs, views, cmc_ranks=4)
+    dist = pairwise_distance(emb, emb).numpy()
+    for ci, (cond, members) in enumerate([("NM", ("nm-05",)), ("BG", ("bg-01",))]):
+        curves = []
+        for v1 in ("000", "090", "180"):
+            cells = []
+            for v2 in ("000", "090", "180"):
+                if v1 == v2:
+                    continue
+                probes = np.flatnonzero(np.isin(typs, members) & (views == v1))
+                gallery = np.flatnonzero(np.isin(typs, ["nm-01", "nm-02"]) & (views == v2))
+                order = np.argsort(dist[np.ix_(probes, gallery)], axis=1)
+                first = (labels[gallery][order] == labels[probes][:, None]).argmax(1) + 1
+                cells.append([(first <= k).mean() * 100 for k in range(1, 5)])
+            curves.append(np.mean(cells, 0))
+        np.testing.assert_allclose(res["cmc"][ci], np.mean(curves, 0), atol=1e-9, err_msg=cond)
+    assert "cmc" not in evaluate("casia_b", emb, labels, typs, views)
+
+
 def _drop(data: dict, keep: np.ndarray) -> dict:
     out = {**data, "embeddings": data["embeddings"][torch.as_tensor(keep)]}
     for key in ("labels", "types", "views"):

@@ -47,6 +47,7 @@ def evaluate(
     cross_view_gallery: bool = False,
     probe_set: Sequence[str] | None = None,
     rerank: dict | None = None,
+    cmc_ranks: int = 0,
 ) -> dict:
     """Evaluate test embeddings ``[N, C, P]`` with OpenGait's protocol for ``protocol``.
 
@@ -57,6 +58,8 @@ def evaluate(
         cross_view_gallery: OpenGait's ``evaluator_cfg.cross_view_gallery`` switch (indoor protocols only).
         probe_set: Gait3D probe keys ``"<label>-<type>-<view>"`` (required for gait3d, unused otherwise).
         rerank: Gait3D only: ``None`` or ``{"k1", "k2", "lambda_value"}`` for k-reciprocal re-ranking.
+        cmc_ranks: CASIA-B / OU-MVLP: also return ``cmc`` ``[T, cmc_ranks]`` (percent, one row per condition);
+            Gait3D always returns its ``cmc`` (fractions, OpenGait's).
 
     Returns:
         Float metrics keyed like OpenGait without the prefix, plus per-view arrays (``view_list``, ``type_order``,
@@ -68,8 +71,10 @@ def evaluate(
         return gait3d_evaluation(embeddings, labels, types, views, probe_set, metric=metric, rerank=rerank)
     if rerank is not None:
         raise ValueError(f"re-ranking is only available for the gait3d protocol, not {key!r}")
+    if cmc_ranks < 0:
+        raise ValueError(f"cmc_ranks must be >= 0, got {cmc_ranks}")
     fn = cross_view_gallery_evaluation if cross_view_gallery else single_view_gallery_evaluation
-    return fn(embeddings, labels, types, views, dataset=key, metric=metric)
+    return fn(embeddings, labels, types, views, dataset=key, metric=metric, cmc_ranks=cmc_ranks)
 
 
 def scalar_metrics(result: dict, prefix: str = "") -> dict[str, float]:

@@ -111,16 +111,20 @@ def single_view_gallery_evaluation(
     views: Sequence[str],
     dataset: str = "casia_b",
     metric: Metric = "euc",
+    cmc_ranks: int = 0,
 ) -> dict:
     """OpenGait's default protocol (§2.1): rank-1 per (condition, probe view, gallery view), identical view excluded.
 
     Args:
         embeddings: ``[N, C, P]`` test embeddings; labels/types/views: N strings each.
+        cmc_ranks: also compute the CMC curve up to this rank (0: not computed).
 
     Returns:
         ``{"<T>@R1": float}`` for each condition T, plus ``view_list`` (V str), ``type_order`` (T str),
         ``acc`` float64 ``[T, V, V]`` (rounded cells, percent) and ``per_view`` float64 ``[T, V]`` (row means
-        without the diagonal).
+        without the diagonal). With ``cmc_ranks``: ``cmc`` float64 ``[T, cmc_ranks]`` (percent, unrounded), the
+        rank-k accuracy of every (probe view, gallery view) cell averaged exactly like rank-1 (identical view
+        excluded, then over probe views); a match's rank counts the gallery items of that view strictly nearer.
     """
     proto = _protocol(SINGLE_VIEW, dataset)
     emb, lab, typ, vie = _prepare(embeddings, labels, types, views, metric)
@@ -149,10 +153,17 @@ def single_view_gallery_evaluation(
     dists = GalleryDistances(emb, metric, index=gallery)
     g_lab, p_lab = (torch.as_tensor(codes[i], device=device) for i in (gallery, probes))
     hits = torch.empty(len(probes), n_views, dtype=torch.bool, device=device)  # [n_probe, V]: top-1 at view v2 correct
+    ranks = torch.empty(len(probes), n_views, dtype=torch.int64, device=device) if cmc_ranks else None
+    g_view = torch.as_tensor(view_idx[gallery], device=device)
+    members = _members(g_lab, int(codes.max()) + 1) if cmc_ranks else None
     for rows, block in _probe_blocks(emb, probes, dists):
+        nearest_match = None if members is None else _nearest_match_per_view(
+            block, members[p_lab[rows]], g_view, n_views)
         for v2 in range(n_views):
-            nearest = block[:, bounds[v2] : bounds[v2 + 1]].argmin(1) + bounds[v2]
-            hits[rows, v2] = g_lab[nearest] == p_lab[rows]
+            segment = block[:, bounds[v2] : bounds[v2 + 1]]
+            hits[rows, v2] = g_lab[segment.argmin(1) + bounds[v2]] == p_lab[rows]
+            if nearest_match is not None:
+                ranks[rows, v2] = (segment < nearest_match[:, v2 : v2 + 1]).sum(1) + 1  # no match: count + 1
 
     group = cond[probes] * n_views + view_idx[probes]  # (condition, probe view) cell row
     n_groups = len(type_order) * n_views
@@ -165,7 +176,34 @@ def single_view_gallery_evaluation(
 
     result: dict = {f"{t}@R1": float(np.mean(per_view[i])) for i, t in enumerate(type_order)}
     result.update(view_list=view_list, type_order=type_order, acc=acc, per_view=per_view)
+    if ranks is not None:
+        cells = group[:, None] * n_views + np.arange(n_views)  # (condition, probe view, gallery view) of each rank
+        within = _cmc_counts(cells.ravel(), ranks.cpu().numpy().ravel(), n_groups * n_views, cmc_ranks)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            within = 100 * within.reshape(n_groups, n_views, cmc_ranks) / n_probe[:, None, None]
+        off_diagonal = ~np.eye(n_views, dtype=bool)  # identical view excluded, as for rank-1
+        within = within.reshape(len(type_order), n_views, n_views, cmc_ranks)[:, off_diagonal]
+        result["cmc"] = within.reshape(len(type_order), n_views, n_views - 1, cmc_ranks).mean((1, 2))
     return result
+
+
+def _cmc_counts(group: np.ndarray, ranks: np.ndarray, n_groups: int, max_rank: int) -> np.ndarray:
+    """``[n_groups, max_rank]``: how many of each group's first-match ``ranks`` (1-based) are <= k, k = 1..max_rank."""
+    binned = group * (max_rank + 1) + np.minimum(ranks, max_rank + 1) - 1  # ranks beyond max_rank share a last bin
+    hist = np.bincount(binned, minlength=n_groups * (max_rank + 1)).reshape(n_groups, max_rank + 1)
+    return np.cumsum(hist[:, :max_rank], axis=1)
+
+
+def _nearest_match_per_view(block: torch.Tensor, cand: torch.Tensor, g_view: torch.Tensor, n_views: int):
+    """``[b, V]`` distance of each probe's nearest same-label gallery item in every view (inf: none there).
+
+    ``cand [b, M]``: gallery positions of each probe's label, -1 = padding (see :func:`_members`).
+    """
+    valid = cand >= 0
+    safe = cand.clamp(min=0)
+    label_d = torch.where(valid, block.gather(1, safe), torch.tensor(float("inf"), device=block.device))
+    out = torch.full((len(block), n_views), float("inf"), device=block.device)
+    return out.scatter_reduce_(1, g_view[safe], label_d, reduce="amin")
 
 
 def _members(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
@@ -180,7 +218,7 @@ def _members(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
     return table
 
 
-def _rank1_and_ap(
+def _match_ranks_and_ap(
     dist: torch.Tensor,
     q_lab: torch.Tensor,
     g_lab: torch.Tensor,
@@ -197,7 +235,8 @@ def _rank1_and_ap(
         dist: ``[nq, ng]`` distances (not modified); q_lab/q_view ``[nq]``, g_lab/g_view ``[ng]`` integer codes.
 
     Returns:
-        ``hit [nq] bool`` and ``ap [nq] float64`` (NaN where the query has no relevant gallery item).
+        ``first [nq] int64``, the 1-based rank of the nearest relevant item (``ng + 1`` when there is none; rank-1
+        hit = ``first == 1``), and ``ap [nq] float64`` (NaN where the query has no relevant gallery item).
     """
     n_codes = int(max(q_lab.max(), g_lab.max())) + 1
     cand = _members(g_lab, n_codes)[q_lab]  # [nq, M] gallery positions of each query's label, -1 = padding
@@ -215,7 +254,7 @@ def _rank1_and_ap(
     n_rel = (valid & ~removed).sum(1)
     nearer = torch.empty_like(dist, dtype=torch.bool)
     precision = torch.zeros(len(dist), dtype=torch.float64, device=dist.device)
-    hit = torch.zeros(len(dist), dtype=torch.bool, device=dist.device)
+    first = torch.full((len(dist),), dist.shape[1] + 1, dtype=torch.int64, device=dist.device)
     for k in range(int(n_rel.max()) if len(dist) else 0):
         thr = rel_d[:, k : k + 1]  # the k-th relevant distance (inf where a query has fewer)
         torch.lt(dist, thr, out=nearer)
@@ -223,8 +262,8 @@ def _rank1_and_ap(
         has = k < n_rel
         precision += torch.where(has, (k + 1) / (k + 1 + others).double(), 0.0)
         if k == 0:
-            hit = has & (others == 0)
-    return hit, precision / n_rel  # 0/0 -> NaN for queries left out of mAP
+            first = torch.where(has, others + 1, first)
+    return first, precision / n_rel  # 0/0 -> NaN for queries left out of mAP
 
 
 def compute_acc_map(
@@ -248,9 +287,9 @@ def compute_acc_map(
     views = None
     if q_views is not None and g_views is not None:
         views = [torch.as_tensor(c) for c in _encode(q_views, g_views)]
-    hit, ap = _rank1_and_ap(dist, q_lab, g_lab, *(views or ()))
+    first, ap = _match_ranks_and_ap(dist, q_lab, g_lab, *(views or ()))
     valid = ap[~ap.isnan()]
-    return float(hit.double().mean()), float(valid.mean()) if len(valid) else float("nan")
+    return float((first == 1).double().mean()), float(valid.mean()) if len(valid) else float("nan")
 
 
 def cross_view_gallery_evaluation(
@@ -260,13 +299,15 @@ def cross_view_gallery_evaluation(
     views: Sequence[str],
     dataset: str = "casia_b",
     metric: Metric = "euc",
+    cmc_ranks: int = 0,
 ) -> dict:
     """Cross-view-gallery protocol (§2.2): gallery of all views, own (view, subject) entries removed per probe.
 
     Returns:
         ``{"<T>-Rank@1": float, "<T>-mAP": float}`` per condition T (percent), plus ``view_list``, ``type_order``,
         ``acc_raw`` / ``map_raw`` float64 ``[T, V]`` (fractions, unrounded) and ``acc_per_view`` /
-        ``map_per_view`` float64 ``[T, V]`` (``round2(100 ·)``).
+        ``map_per_view`` float64 ``[T, V]`` (``round2(100 ·)``). With ``cmc_ranks`` > 0 also ``cmc`` float64
+        ``[T, cmc_ranks]``: rank-k accuracy (percent, unrounded) per probe view, averaged over views like Rank@1.
     """
     proto = _protocol(CROSS_VIEW, dataset)
     emb, lab, typ, vie = _prepare(embeddings, labels, types, views, metric)
@@ -283,12 +324,13 @@ def cross_view_gallery_evaluation(
     device = emb.device
     dists = GalleryDistances(emb, metric, index=gallery)
     g_lab, g_view = (torch.as_tensor(a[gallery], device=device) for a in (codes, view_idx))
-    hit = np.empty(len(probes), dtype=np.int64)
+    first = np.empty(len(probes), dtype=np.int64)
     ap = np.empty(len(probes), dtype=np.float64)
     for rows, block in _probe_blocks(emb, probes, dists):
         q_lab, q_view = (torch.as_tensor(a[probes[rows]], device=device) for a in (codes, view_idx))
-        h, a = _rank1_and_ap(block, q_lab, g_lab, q_view, g_view)
-        hit[rows], ap[rows] = h.cpu().numpy(), a.cpu().numpy()
+        f, a = _match_ranks_and_ap(block, q_lab, g_lab, q_view, g_view)
+        first[rows], ap[rows] = f.cpu().numpy(), a.cpu().numpy()
+    hit = (first == 1).astype(np.int64)
 
     group = cond[probes] * n_views + view_idx[probes]
     n_groups = len(type_order) * n_views
@@ -313,4 +355,8 @@ def cross_view_gallery_evaluation(
         acc_per_view=acc_per_view,
         map_per_view=map_per_view,
     )
+    if cmc_ranks:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cmc = 100 * _cmc_counts(group, first, n_groups, cmc_ranks) / np.bincount(group, minlength=n_groups)[:, None]
+        result["cmc"] = cmc.reshape(len(type_order), n_views, cmc_ranks).mean(1)
     return result
