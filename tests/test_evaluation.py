@@ -156,6 +156,7 @@ def test_chunked_blocks_match(eval_set: dict, monkeypatch: pytest.MonkeyPatch) -
     whole = {name: _run(eval_set, run) for name, run in eval_set["runs"].items()}
     # A small block budget forces several probe chunks per protocol (the path large test sets take).
     monkeypatch.setattr(indoor, "_BLOCK_ELEMENTS", 64 * len(eval_set["labels"]))
+    monkeypatch.setattr(indoor, "_MIN_BLOCK_ROWS", 1)
     calls: list[int] = []
     original = GalleryDistances.__call__
 
@@ -376,3 +377,17 @@ def test_report_table_and_heatmap(tmp_path) -> None:
         plot_per_view_heatmap(cross, tmp_path / "cross.png")
     with pytest.raises(ValueError, match="evaluate"):
         per_view_table({}, "empty")
+
+
+@pytest.mark.parametrize("cross_view", [False, True])
+def test_cmc_ranks_are_clipped_to_the_gallery(cross_view: bool) -> None:
+    """Ranks past the gallery a probe is ranked against do not exist: single view, one gallery view (5 ids x 4 nm);
+    cross view, all gallery views less the probe's own (view, subject) entries (60 - 4). At that rank all match."""
+    types = ["nm-01", "nm-02", "nm-03", "nm-04", "nm-05", "bg-01", "cl-01"]
+    grid = [(f"{i:03d}", t, v) for i in range(5) for t in types for v in ("000", "090", "180")]
+    labels, typs, views = (np.array(c) for c in zip(*grid))
+    emb = torch.randn(len(grid), 4, 2, generator=torch.Generator().manual_seed(1))
+    res = evaluate("casia_b", emb, labels, typs, views, cross_view_gallery=cross_view, cmc_ranks=500)
+    gallery = 60 - 4 if cross_view else 5 * 4
+    assert res["cmc"].shape == (3, gallery)
+    np.testing.assert_allclose(res["cmc"][:, -1], 100.0)

@@ -23,9 +23,11 @@ import torch
 
 from gaitkd.evaluation.distance import METRICS, GalleryDistances, Metric, as_embeddings
 
-# Distance-block elements per probe chunk (128 MB of float32, allocated once per protocol call; the sort of the
-# cross-view protocol adds int64 indices and masks of the same shape).
-_BLOCK_ELEMENTS = 1 << 25
+# Distance-block elements per probe chunk (128 MB of float32, allocated once per protocol call; the cross-view
+# protocol adds a bool mask of the same shape), but at least _MIN_BLOCK_ROWS probes per block: fewer rows than a
+# GalleryDistances tile make its GEMMs slower (measured: 465-row blocks of full OU-MVLP cost 1.47x the bare
+# products). A 2048-row OU-MVLP block (72k gallery) is 0.6 GB.
+_BLOCK_ELEMENTS, _MIN_BLOCK_ROWS = 1 << 25, 2048
 
 
 @dataclass(frozen=True)
@@ -93,10 +95,10 @@ def _probe_blocks(
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """``(rows, distances [len(rows), n_gallery])`` for consecutive blocks of ``probes`` (indices into ``emb``).
 
-    A block holds about ``_BLOCK_ELEMENTS`` distances; its buffer is allocated once and overwritten by the next
-    block, so consume each block before advancing.
+    A block holds about ``_BLOCK_ELEMENTS`` distances in a whole number of ``_MIN_BLOCK_ROWS`` rows; its buffer is
+    allocated once and overwritten by the next block, so consume each block before advancing.
     """
-    step = max(1, _BLOCK_ELEMENTS // max(1, dists.size))
+    step = max(1, _MIN_BLOCK_ROWS, _BLOCK_ELEMENTS // max(1, dists.size) // _MIN_BLOCK_ROWS * _MIN_BLOCK_ROWS)
     buffer = torch.empty(min(step, len(probes)) * dists.size, dtype=torch.float32, device=emb.device)
     for s in range(0, len(probes), step):
         rows = slice(s, min(s + step, len(probes)))
@@ -122,9 +124,10 @@ def single_view_gallery_evaluation(
     Returns:
         ``{"<T>@R1": float}`` for each condition T, plus ``view_list`` (V str), ``type_order`` (T str),
         ``acc`` float64 ``[T, V, V]`` (rounded cells, percent) and ``per_view`` float64 ``[T, V]`` (row means
-        without the diagonal). With ``cmc_ranks``: ``cmc`` float64 ``[T, cmc_ranks]`` (percent, unrounded), the
+        without the diagonal). With ``cmc_ranks``: ``cmc`` float64 ``[T, K]`` (percent, unrounded), the
         rank-k accuracy of every (probe view, gallery view) cell averaged exactly like rank-1 (identical view
         excluded, then over probe views); a match's rank counts the gallery items of that view strictly nearer.
+        ``K = min(cmc_ranks, smallest gallery view)``.
     """
     proto = _protocol(SINGLE_VIEW, dataset)
     emb, lab, typ, vie = _prepare(embeddings, labels, types, views, metric)
@@ -146,6 +149,7 @@ def single_view_gallery_evaluation(
             f"needed by condition {type_order[0]} (and every other); OpenGait crashes on this test set"
         )
     bounds = np.concatenate([[0], np.cumsum(per_view_count)]).tolist()
+    cmc_ranks = min(cmc_ranks, int(per_view_count.min()))  # a rank past the smallest gallery view does not exist
 
     cond = _condition_index(typ, proto.probe_types)
     probes = np.flatnonzero(cond >= 0)
@@ -307,7 +311,8 @@ def cross_view_gallery_evaluation(
         ``{"<T>-Rank@1": float, "<T>-mAP": float}`` per condition T (percent), plus ``view_list``, ``type_order``,
         ``acc_raw`` / ``map_raw`` float64 ``[T, V]`` (fractions, unrounded) and ``acc_per_view`` /
         ``map_per_view`` float64 ``[T, V]`` (``round2(100 ·)``). With ``cmc_ranks`` > 0 also ``cmc`` float64
-        ``[T, cmc_ranks]``: rank-k accuracy (percent, unrounded) per probe view, averaged over views like Rank@1.
+        ``[T, K]``: rank-k accuracy (percent, unrounded) per probe view, averaged over views like Rank@1;
+        ``K = min(cmc_ranks, smallest gallery left to a probe)``.
     """
     proto = _protocol(CROSS_VIEW, dataset)
     emb, lab, typ, vie = _prepare(embeddings, labels, types, views, metric)
@@ -321,6 +326,10 @@ def cross_view_gallery_evaluation(
         raise ValueError(f"{dataset}: no gallery sequence of types {list(proto.gallery_types)} in the test set")
     cond = _condition_index(typ, proto.probe_types)
     probes = np.flatnonzero(cond >= 0)
+    if cmc_ranks:  # a rank past the smallest gallery a probe is left with (own (view, subject) removed) does not exist
+        pair = codes * n_views + view_idx
+        own = np.bincount(pair[gallery], minlength=int(pair.max()) + 1)[pair[probes]]
+        cmc_ranks = min(cmc_ranks, max(len(gallery) - int(own.max(initial=0)), 1))
     device = emb.device
     dists = GalleryDistances(emb, metric, index=gallery)
     g_lab, g_view = (torch.as_tensor(a[gallery], device=device) for a in (codes, view_idx))
