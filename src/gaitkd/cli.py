@@ -1,5 +1,6 @@
-"""`gaitkd` sub-commands: `export` (student alone, zero extra inference cost), `models` (the model zoo) and
-`check-data` (every problem of an OpenGait pkl folder at once)."""
+"""`gaitkd` sub-commands: `export` (student alone, zero extra inference cost), `models` (the model zoo),
+`check-data` (every problem of an OpenGait pkl folder at once), `prepare` (raw frames -> pkls), `study` (an ablation
+study as one multirun) and `report` (a study's runs -> table and plots)."""
 
 from __future__ import annotations
 
@@ -98,6 +99,23 @@ def _prepare(args: argparse.Namespace, console: Console) -> None:
         raise SystemExit(1)
 
 
+def _study(args: argparse.Namespace, console: Console) -> None:
+    from gaitkd.study import run_study
+
+    cmd, sweep_dir = run_study(args.file, args.overrides, sweep_dir=args.sweep_dir, dry_run=args.dry_run)
+    console.print(" ".join(cmd), soft_wrap=True, markup=False, highlight=False)
+    if not args.dry_run:
+        console.print(f"done; table: gaitkd report {sweep_dir}")
+
+
+def _report(args: argparse.Namespace, console: Console) -> None:
+    from gaitkd.report import report
+
+    payload = report(args.run_dir, metrics=args.metrics, out_dir=args.out)
+    console.print(payload["table"], markup=False, highlight=False)
+    console.print("wrote " + ", ".join([str(Path(args.out or args.run_dir) / "report.md"), *payload["plots"]]))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gaitkd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -128,10 +146,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     prep.add_argument("out_dir", help="output folder: <id>/<type>/<view>/<view>.pkl")
     prep.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all CPUs)")
     prep.add_argument("--img-size", type=int, default=64, help="output height and width (OpenGait's --img_size)")
+    study = sub.add_parser("study", help="run an ablation study of experiments/ as one Hydra multirun")
+    study.add_argument("file", help="study file, e.g. experiments/branches.yaml")
+    study.add_argument("overrides", nargs="*", help="extra Hydra overrides; a swept or base key given here replaces "
+                       "the study's values (e.g. seed=0 distill=gaitkd,none)")
+    study.add_argument("--sweep-dir", help="multirun folder (default: multirun/<study>/<time>)")
+    study.add_argument("--dry-run", action="store_true", help="print the multirun command only")
+    rep = sub.add_parser("report", help="a study's multirun folder -> markdown table (mean ± std over seeds) + PNGs")
+    rep.add_argument("run_dir", help="the multirun folder (hydra.sweep.dir)")
+    rep.add_argument("--metrics", nargs="+", help="metric columns (default: the evaluation headline metrics found)")
+    rep.add_argument("--out", help="where report.md / report.json / PNGs go (default: RUN_DIR)")
     args = parser.parse_args(argv)
     console = Console()
     try:
-        commands = {"export": _export, "models": _models, "check-data": _check_data, "prepare": _prepare}
+        commands = {"export": _export, "models": _models, "check-data": _check_data, "prepare": _prepare,
+                    "study": _study, "report": _report}
         commands[args.command](args, console)
     except GaitKDError as err:
         console.print(f"[red]gaitkd: error:[/red] {err}")

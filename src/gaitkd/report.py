@@ -1,0 +1,177 @@
+"""``gaitkd report RUN_DIR``: a study's multirun folder -> one markdown table (mean ± std over seeds) and plots.
+
+Every job folder under ``RUN_DIR`` that holds ``metrics.json`` (written by :func:`gaitkd.run.train`) and Hydra's
+``.hydra/overrides.yaml`` is one run. Runs are grouped into configurations by the overrides that vary between
+jobs, ``seed`` excepted; each configuration becomes one row with the mean ± sample std of the evaluation metrics
+over its seeds. Written next to the jobs: ``report.md``, ``report.json``, ``report.png`` (bars with std error bars
+per metric) and, when the study sweeps one numeric key, ``report_<key>.png`` (metric against that value).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
+
+from gaitkd.errors import ConfigError
+from gaitkd.study import override_key
+
+# Evaluation results in the order a table shows them (OpenGait's names without the prefix); others are ignored.
+HEADLINE = ("NM@R1", "BG@R1", "CL@R1", "NM-Rank@1", "NM-mAP", "BG-Rank@1", "BG-mAP", "CL-Rank@1", "CL-mAP",
+            "Rank-1", "Rank-5", "Rank-10", "mAP", "mINP")
+SEED_KEY = "seed"
+Runs = list[tuple[dict[str, str], dict]]  # (overrides as key -> value, metrics.json) per finished job
+
+
+@dataclass
+class Row:
+    """One configuration: its swept overrides, the seeds it ran with and each metric's values over the seeds."""
+
+    label: str
+    settings: dict[str, str]
+    seeds: list[str] = field(default_factory=list)
+    values: dict[str, list[float]] = field(default_factory=dict)
+
+    def mean_std(self, metric: str) -> tuple[float, float]:
+        v = np.asarray(self.values.get(metric, []), dtype=np.float64)
+        if not len(v):
+            return float("nan"), float("nan")
+        return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def find_runs(run_dir: Path) -> Runs:
+    """``(overrides as key -> value, metrics)`` of every finished job under ``run_dir``, in job order."""
+    runs = []
+    for metrics_file in sorted(run_dir.rglob("metrics.json"), key=_job_order):
+        overrides_file = metrics_file.parent / ".hydra" / "overrides.yaml"
+        if not overrides_file.is_file():
+            continue
+        overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) or []
+        settings = {override_key(o): o.split("=", 1)[1] if "=" in o else "" for o in overrides}
+        runs.append((settings, json.loads(metrics_file.read_text())))
+    return runs
+
+
+def _job_order(path: Path) -> tuple:
+    parts = path.relative_to(path.anchor).parts[:-1]
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
+
+
+def build_rows(runs: Runs, metrics: list[str] | None = None) -> tuple[list[Row], list[str]]:
+    """Group runs into configuration rows; returns the rows and the metric columns (present ones, table order)."""
+    keys = sorted({k for settings, _ in runs for k in settings})
+    varying = [k for k in keys if k != SEED_KEY and len({s.get(k) for s, _ in runs}) > 1]
+    if metrics is None:
+        present = {k for _, m in runs for k, v in m.items() if isinstance(v, (int, float))}
+        metrics = [m for m in HEADLINE if m in present]
+    rows: dict[tuple, Row] = {}
+    for settings, values in runs:
+        key = tuple(settings.get(k, "") for k in varying)
+        label = ", ".join(f"{k}={settings.get(k, '-')}" for k in varying) or "all runs"
+        row = rows.setdefault(key, Row(label, {k: settings.get(k, "") for k in varying}))
+        row.seeds.append(settings.get(SEED_KEY, str(values.get(SEED_KEY, "?"))))
+        for m in metrics:
+            if isinstance(values.get(m), (int, float)):
+                row.values.setdefault(m, []).append(float(values[m]))
+    return list(rows.values()), metrics
+
+
+def markdown_table(rows: list[Row], metrics: list[str]) -> str:
+    header = ["configuration", "seeds", *metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = []
+        for m in metrics:
+            mean, std = row.mean_std(m)
+            cells.append("—" if np.isnan(mean) else f"{mean:.2f} ± {std:.2f}")
+        lines.append(f"| {row.label} | {len(row.seeds)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _figure(size: tuple[float, float]):
+    """A figure on the Agg canvas (no GUI backend, no pyplot state) and its one axis."""
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def plot_bars(rows: list[Row], metrics: list[str], path: Path, title: str) -> None:
+    """Grouped bars: one group per metric, one bar per configuration, std over seeds as error bars."""
+    width = 0.8 / max(len(rows), 1)
+    fig, ax = _figure((max(6.0, 1.6 * len(metrics) + 0.4 * len(rows)), 4.2))
+    x = np.arange(len(metrics))
+    for i, row in enumerate(rows):
+        stats = [row.mean_std(m) for m in metrics]
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, [s[0] for s in stats], width, yerr=[s[1] for s in stats],
+               capsize=3, label=f"{row.label} (n={len(row.seeds)})")
+    ax.set_xticks(x, metrics)
+    ax.set_ylabel("%")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(3, len(rows)), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_numeric(rows: list[Row], metrics: list[str], key: str, path: Path, title: str) -> None:
+    """Each metric against the numeric value of the one swept key (mean ± std over seeds)."""
+    order = sorted(rows, key=lambda r: float(r.settings[key]))
+    xs = [float(r.settings[key]) for r in order]
+    fig, ax = _figure((6.0, 4.2))
+    for m in metrics:
+        stats = [r.mean_std(m) for r in order]
+        ax.errorbar(xs, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3, label=m)
+    ax.set_xlabel(key)
+    ax.set_ylabel("%")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _numeric(values: list[str]) -> bool:
+    try:
+        [float(v) for v in values]
+    except ValueError:
+        return False
+    return len(set(values)) >= 2
+
+
+def report(run_dir: str | Path, metrics: list[str] | None = None, out_dir: str | Path | None = None) -> dict:
+    """Write ``report.md`` / ``report.json`` / PNGs for the multirun under ``run_dir``; returns the JSON payload."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"gaitkd report: {run_dir} is not a folder (give a study's multirun folder)")
+    runs = find_runs(run_dir)
+    if not runs:
+        raise ConfigError(f"gaitkd report: no finished job under {run_dir} (each job folder needs metrics.json "
+                          "and .hydra/overrides.yaml, as `python -m gaitkd.run -m ...` writes them)")
+    rows, metrics = build_rows(runs, metrics)
+    if not metrics:
+        raise ConfigError(f"gaitkd report: the runs under {run_dir} hold no evaluation metric (were they run with "
+                          "test=false?)")
+    out = Path(out_dir) if out_dir else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{run_dir.parent.name}/{run_dir.name}: mean ± std over seeds"
+    table = markdown_table(rows, metrics)
+    (out / "report.md").write_text(f"# {run_dir}\n\n{len(runs)} runs, {len(rows)} configurations\n\n{table}")
+    plots = [out / "report.png"]
+    plot_bars(rows, metrics, plots[0], title)
+    swept = sorted({k for r in rows for k in r.settings})
+    if len(swept) == 1 and _numeric([r.settings[swept[0]] for r in rows]):
+        plots.append(out / f"report_{swept[0].replace('/', '_')}.png")
+        plot_numeric(rows, metrics, swept[0], plots[-1], title)
+    payload = {
+        "run_dir": str(run_dir), "runs": len(runs), "metrics": metrics, "table": table,
+        "plots": [str(p) for p in plots],
+        "rows": [{"label": r.label, "settings": r.settings, "seeds": r.seeds,
+                  **{m: dict(zip(("mean", "std"), r.mean_std(m))) for m in metrics}} for r in rows],
+    }
+    (out / "report.json").write_text(json.dumps(payload, indent=2))
+    return payload
