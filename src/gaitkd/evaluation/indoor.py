@@ -232,8 +232,9 @@ def _match_ranks_and_ap(
     """Rank-1 hit and AP of each query after removing same-(view, label) gallery items (§2.2 steps 2-3).
 
     No row is sorted: a query's relevant items are the few gallery items of its label, and the rank of its k-th
-    nearest relevant item is ``k + #(other non-removed items strictly nearer)``, one comparison pass over the row
-    per relevant item. This is the rank a sort gives, up to the order of exactly tied distances.
+    nearest relevant item is ``k + #(other non-removed items strictly nearer)``. The counts of items nearer than
+    each relevant distance come from one binary search of every distance among the row's sorted relevant distances
+    (:func:`_counts_below`). This is the rank a sort gives, up to the order of exactly tied distances.
 
     Args:
         dist: ``[nq, ng]`` distances (not modified); q_lab/q_view ``[nq]``, g_lab/g_view ``[ng]`` integer codes.
@@ -253,21 +254,35 @@ def _match_ranks_and_ap(
         )
     label_d = dist.gather(1, cand.clamp(min=0))  # [nq, M]
     inf = torch.tensor(float("inf"), dtype=dist.dtype, device=dist.device)
-    rel_d = torch.where(valid & ~removed, label_d, inf).sort(1).values  # relevant distances, ascending
+    rel_d = torch.where(valid & ~removed, label_d, inf).sort(1).values  # relevant distances, ascending; inf = none
     rem_d = torch.where(removed, label_d, inf)
     n_rel = (valid & ~removed).sum(1)
-    nearer = torch.empty_like(dist, dtype=torch.bool)
-    precision = torch.zeros(len(dist), dtype=torch.float64, device=dist.device)
-    first = torch.full((len(dist),), dist.shape[1] + 1, dtype=torch.int64, device=dist.device)
-    for k in range(int(n_rel.max()) if len(dist) else 0):
-        thr = rel_d[:, k : k + 1]  # the k-th relevant distance (inf where a query has fewer)
-        torch.lt(dist, thr, out=nearer)
-        others = nearer.sum(1) - (rel_d < thr).sum(1) - (rem_d < thr).sum(1)  # non-relevant, non-removed, nearer
-        has = k < n_rel
-        precision += torch.where(has, (k + 1) / (k + 1 + others).double(), 0.0)
-        if k == 0:
-            first = torch.where(has, others + 1, first)
+    # items strictly nearer than the k-th relevant distance, less the relevant and the removed ones among them
+    nearer = _counts_below(dist, rel_d)
+    nearer -= (rel_d[:, None, :] < rel_d[:, :, None]).sum(2) + (rem_d[:, None, :] < rel_d[:, :, None]).sum(2)
+    k = torch.arange(1, rel_d.shape[1] + 1, device=dist.device)
+    has = k <= n_rel[:, None]
+    precision = torch.where(has, k / (k + nearer).double(), 0.0).sum(1)
+    first = torch.where(n_rel > 0, nearer[:, 0] + 1, dist.shape[1] + 1)
     return first, precision / n_rel  # 0/0 -> NaN for queries left out of mAP
+
+
+def _counts_below(dist: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """``[n, M]``: how many entries of each row of ``dist [n, ng]`` are < each of that row's ascending thresholds.
+
+    Every distance's bin among its row's thresholds (a binary search) goes into one per-row histogram, whose
+    cumulative sum is the count; rows are processed in chunks so the int64 bins stay near ``_BLOCK_ELEMENTS``.
+    """
+    n, bins = len(dist), thresholds.shape[1] + 1
+    out = torch.empty(n, bins - 1, dtype=torch.int64, device=dist.device)
+    step = max(1, _BLOCK_ELEMENTS // max(1, 2 * dist.shape[1]))
+    for s in range(0, n, step):
+        chunk = dist[s : s + step]
+        index = torch.searchsorted(thresholds[s : s + step].contiguous(), chunk, right=True)  # thresholds <= d
+        index += torch.arange(len(chunk), device=dist.device)[:, None] * bins
+        hist = torch.bincount(index.view(-1), minlength=len(chunk) * bins).view(len(chunk), bins)
+        out[s : s + step] = hist.cumsum(1)[:, :-1]  # d < thr_k  <=>  (#thresholds <= d) <= k
+    return out
 
 
 def compute_acc_map(
