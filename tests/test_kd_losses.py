@@ -35,16 +35,38 @@ def cases_of(fx: dict, loss_class: str) -> dict:
     return found
 
 
-def test_decision_kl_matches_gaitkd() -> None:
-    fx = load_fixture("loss_kd_logits.pt")
-    for name, case in cases_of(fx, "LogitsKD_KLLoss").items():
-        inputs = fixture_inputs(fx, case)
-        inputs["logits_s"].requires_grad_(True)
-        loss, info = build_loss("decision_kl", **case["hparams"])(**inputs)
-        assert_close_loss(loss.detach(), case["loss"], f"{name} loss")
-        assert_close_loss(info["loss"], case["info"]["loss"], f"{name} info.loss")
-        loss.backward()
-        assert_close_grad(inputs["logits_s"].grad, case["grad_logits_s"], f"{name} grad")
+# every GaitKD KD-loss class of these fixtures, by file: each must have cases, and each case must match
+FIXTURE_CLASSES = {
+    "loss_kd_logits.pt": ("LogitsKD_KLLoss", "LogitsKD_KA_PSLoss", "LogitsKD_MSELoss", "LogitsKD_KA_LSR",
+                          "LogitsKD_DKDLoss"),
+    "loss_kd_feats.pt": ("FeatsKD_MSELoss", "FeatsKD_ABLoss", "FeatsKD_ATLoss"),
+}
+
+
+def as_list(x):
+    return x if isinstance(x, list) else [x]
+
+
+@pytest.mark.parametrize("fixture", sorted(FIXTURE_CLASSES))
+def test_kd_losses_match_gaitkd(fixture: str) -> None:
+    """Loss, every info entry and the student gradient of each case, built by name from GaitKD's class name."""
+    fx = load_fixture(fixture)
+    for loss_class in FIXTURE_CLASSES[fixture]:
+        for name, case in cases_of(fx, loss_class).items():
+            inputs = fixture_inputs(fx, case)
+            student_kw = next(kw for kw in case["inputs"] if kw.endswith("_s"))
+            student = as_list(inputs[student_kw])
+            for x in student:
+                x.requires_grad_(True)
+            loss, info = build_loss(OPENGAIT_LOSS_NAMES[loss_class], **case["hparams"])(**inputs)
+            assert_close_loss(loss.detach(), case["loss"], f"{name} loss")
+            assert set(info) == set(case["info"]), name
+            for key, ref in case["info"].items():
+                assert_close_loss(info[key], ref, f"{name} info.{key}")
+            loss.backward()
+            refs = as_list(case[f"grad_{student_kw}"])
+            for i, (x, ref) in enumerate(zip(student, refs, strict=True)):
+                assert_close_grad(x.grad, ref, f"{name} grad[{i}]")
 
 
 def test_decision_teacher_scale_and_standardize() -> None:
@@ -63,22 +85,6 @@ def test_decision_teacher_scale_and_standardize() -> None:
     assert abs(zero.item()) < 1e-6 < a.item()
     with pytest.raises(ValueError, match="DecisionKD"):
         std(logits_s=s, logits_t=t[:, :, :2])
-
-
-def test_activation_boundary_matches_gaitkd() -> None:
-    fx = load_fixture("loss_kd_feats.pt")
-    for name, case in cases_of(fx, "FeatsKD_ABLoss").items():
-        inputs = fixture_inputs(fx, case)
-        student = inputs["feats_s"] if isinstance(inputs["feats_s"], list) else [inputs["feats_s"]]
-        for s in student:
-            s.requires_grad_(True)
-        loss, info = build_loss("activation_boundary", **case["hparams"])(**inputs)
-        assert_close_loss(loss.detach(), case["loss"], f"{name} loss")
-        assert_close_loss(info["loss"], case["info"]["loss"], f"{name} info.loss")
-        loss.backward()
-        refs = case["grad_feats_s"] if isinstance(case["grad_feats_s"], list) else [case["grad_feats_s"]]
-        for i, (s, ref) in enumerate(zip(student, refs, strict=True)):
-            assert_close_grad(s.grad, ref, f"{name} grad[{i}]")
 
 
 def test_activation_boundary_semantics() -> None:

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from gaitkd.distill.base import FeatureKD
 from gaitkd.losses.registry import register
 
 
@@ -21,7 +22,7 @@ def ab_hinge_sum(s: Tensor, t: Tensor, margin: float) -> Tensor:
 
 
 @register("activation_boundary")
-class ActivationBoundaryLoss(nn.Module):
+class ActivationBoundaryLoss(FeatureKD):
     """Activation-boundary KD: the student must reproduce the sign pattern of the teacher with a margin.
 
     Same semantics as GaitKD's ``FeatsKD_ABLoss``: ``feats_s``/``feats_t`` are tensors or lists of tensors;
@@ -39,21 +40,10 @@ class ActivationBoundaryLoss(nn.Module):
 
     def forward(self, feats_s: Tensor | Sequence[Tensor], feats_t: Tensor | Sequence[Tensor]) -> tuple[Tensor, dict]:
         """feats_s, feats_t: ``[N, C, P]`` / ``[N, C, H, W, ...]`` or lists of them -> scalar loss, info {loss}."""
-        if torch.is_tensor(feats_s):
-            feats_s = [feats_s]
-        if torch.is_tensor(feats_t):
-            feats_t = [feats_t]
         weights = [2.0 ** (i - self.feat_num + 1) for i in range(self.feat_num)]
         terms = []
-        for w, s, t in zip(weights, feats_s, feats_t):
-            if s.shape != t.shape or s.dim() < 3:
-                raise ValueError(
-                    f"ActivationBoundaryLoss expects same-shape student/teacher features with >= 3 dims; got "
-                    f"{tuple(s.shape)} and {tuple(t.shape)}"
-                )
+        for w, (s, t) in zip(weights, self.pairs(feats_s, feats_t)):
             norm = s.size(0) * s.size(2) if s.dim() == 3 else s.size(0)
-            terms.append(w * ab_hinge_sum(s.float(), t.detach().float(), self.margin) / norm)
-        if not terms:
-            raise ValueError("ActivationBoundaryLoss got empty feature lists")
+            terms.append(w * ab_hinge_sum(s, t, self.margin) / norm)
         loss = torch.stack(terms).mean()
         return loss, {"loss": loss.detach().clone()}

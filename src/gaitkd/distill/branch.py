@@ -1,4 +1,4 @@
-"""One teacher's distillation branch: part alignment, embedding connector and the two GaitKD losses.
+"""One teacher's distillation branch: part alignment, embedding connector and the two slot losses.
 
 Everything in here is training-only. The branch sees the student's and the teacher's outputs and returns
 weighted loss terms; it never touches the models themselves, so the exported student is the plain model.
@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from torch import Tensor, nn
 
-from gaitkd.distill.align import PartConnector, align_parts
+from gaitkd.distill.align import ALIGN_MODES, PartConnector, align_parts
+from gaitkd.errors import ConfigError
 from gaitkd.models.output import GaitOutput
 
 
@@ -44,21 +45,46 @@ def probe_shape(model: nn.Module, input_size: tuple[int, int] = (64, 44), frames
     return OutputShape.of(out)
 
 
-def _split_weight(cfg: Any, **extra: Any) -> tuple[float, nn.Module | None]:
-    """A branch config is ``{_target_: LossClass, weight: w, **hparams}``; ``None`` or weight 0 disables it."""
+def _build_slot(cfg: Any, slot: str, **extra: Any) -> tuple[float, nn.Module | None]:
+    """A slot config is ``{_target_: LossClass, weight: w, **hparams}``; ``None`` or weight 0 disables it.
+
+    The loss class must declare that it belongs to this slot (``LossClass.slot``, see :mod:`gaitkd.distill.base`);
+    ``extra`` are the keyword arguments the branch adds (the logit scales of the decision slot).
+    """
     if cfg is None:
         return 0.0, None
     cfg = dict(cfg)
     weight = float(cfg.pop("weight", 1.0))
-    return (weight, instantiate(cfg, **extra)) if weight != 0.0 else (0.0, None)
+    if weight == 0.0:
+        return 0.0, None
+    key = f"distill.{slot}"
+    target = cfg.get("_target_")
+    if not target:
+        raise ConfigError(f"{key} needs a `_target_` loss class (or null to switch the branch off); got {cfg}")
+    try:
+        cls = get_class(target)
+    except Exception as err:
+        raise ConfigError(f"{key}._target_={target}: cannot import it ({err})") from err
+    declared = getattr(cls, "slot", None)
+    if declared != slot:
+        kind = {"decision": "a logit-level loss (part logits [N, K, P])",
+                "boundary": "an embedding-level loss (part embeddings [N, C, P])"}
+        found = f"{kind[declared]}: put it under distill.{declared}" if declared in kind else "not a KD branch loss"
+        raise ConfigError(f"{key} takes {kind[slot]}, but {target} is {found}")
+    try:
+        return weight, instantiate(cfg, **extra)
+    except Exception as err:
+        raise ConfigError(f"{key}: cannot build {target} from {cfg}: {err}") from err
 
 
 class KDBranch(nn.Module):
-    """Decision-level (part-wise KL) and boundary-level (activation boundary) transfer from one teacher.
+    """Decision-level (a logit loss, GaitKD: part-wise KL) and boundary-level (an embedding loss, GaitKD:
+    activation boundary) transfer from one teacher; either slot may be ``None``.
 
     Parts: teacher and student outputs are brought to ``min(P_t, P_s)`` parts with ``part_align``
     (``truncate`` is what the GaitKD code does; ``pool`` uses every part of the larger model).
-    Widths: when ``C_s != C_t`` a per-part linear connector maps one side to the other's width (``connector``).
+    Widths: when ``C_s != C_t`` and the boundary loss ``needs_same_width``, a per-part linear connector maps one
+    side to the other's width (``connector``).
     Logit scales: each side's logits are multiplied by its own scale (raw GaitGL logits: 1, cosine heads: 16).
     """
 
@@ -77,23 +103,30 @@ class KDBranch(nn.Module):
         self.parts = min(student.parts, teacher.parts)
         self.part_align = part_align
         scales = {"scale": float(student_logit_scale), "teacher_scale": float(teacher_logit_scale)}
-        self.decision_weight, self.decision = _split_weight(decision, **scales)
-        self.boundary_weight, self.boundary = _split_weight(boundary)
+        if part_align not in ALIGN_MODES:
+            raise ConfigError(f"distill.part_align must be one of {ALIGN_MODES}, got {part_align!r}")
+        self.decision_weight, self.decision = _build_slot(decision, "decision", **scales)
+        self.boundary_weight, self.boundary = _build_slot(boundary, "boundary")
         if self.decision is not None:
             if teacher.classes is None:
-                raise ValueError("distill.decision needs teacher logits, but the teacher has no classifier")
+                raise ConfigError(
+                    f"distill.decision ({type(self.decision).__name__}) needs teacher logits, but the teacher has no "
+                    "classifier: set distill.decision=null (or distill=boundary_only) to teach through embeddings only"
+                )
             if student.classes is None:
-                raise ValueError("distill.decision needs student logits: set student.aux_classifier=true")
+                raise ConfigError("distill.decision needs student logits: set student.aux_classifier=true")
             if teacher.classes != student.classes:
-                raise ValueError(
+                raise ConfigError(
                     f"teacher has {teacher.classes} classes but the student/dataset has {student.classes}: "
                     "decision-level KD needs the same label set (train the teacher on the same training identities)"
                 )
         if connector not in ("student", "teacher"):
-            raise ValueError(f"distill.connector must be 'student' or 'teacher', got {connector!r}")
+            raise ConfigError(f"distill.connector must be 'student' or 'teacher', got {connector!r}")
         self.connector_side = connector
         self.connector: nn.Module | None = None
-        if self.boundary is not None and student.channels != teacher.channels:
+        # element-wise boundary losses need equal widths; those reducing over channels first (AT) do not
+        needs_width = self.boundary is not None and getattr(self.boundary, "needs_same_width", True)
+        if needs_width and student.channels != teacher.channels:
             cin, cout = (student.channels, teacher.channels) if connector == "student" else (
                 teacher.channels, student.channels)
             self.connector = PartConnector(self.parts, cin, cout)

@@ -12,7 +12,13 @@ OPENGAIT_LOSS_NAMES: dict[str, str] = {
     "TripletLoss": "triplet",
     "CrossEntropyLoss": "ce",
     "LogitsKD_KLLoss": "decision_kl",
+    "LogitsKD_KA_PSLoss": "ka_ps",
+    "LogitsKD_MSELoss": "logit_mse",
+    "LogitsKD_KA_LSR": "ka_lsr",
+    "LogitsKD_DKDLoss": "dkd",
     "FeatsKD_ABLoss": "activation_boundary",
+    "FeatsKD_MSELoss": "feat_mse",
+    "FeatsKD_ATLoss": "attention_transfer",
 }
 
 __all__ = ["LOSSES", "OPENGAIT_LOSS_NAMES", "PartCrossEntropyLoss", "TripletLoss", "build_loss", "register"]
