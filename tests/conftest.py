@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from gaitkd.run import CONF_DIR, train
+from gaitkd.run import CONF_DIR, build_model, train
 
 REPO = Path(__file__).resolve().parents[1]
 _EXPLICIT = "GAITKD_FIXTURES" in os.environ
@@ -72,5 +73,20 @@ def teacher_ckpt(tmp_path_factory, cache_dir) -> Path:
 
 def kd_overrides(ckpt: Path) -> list[str]:
     return ["+experiment=gaitgl_to_gaitset", "teacher=gaitgl_narrow", f"teacher.ckpt={ckpt}"]
+
+
+@pytest.fixture(scope="session")
+def gaitpart_ckpt(tmp_path_factory) -> Path:
+    """A GaitPart teacher (conf/teacher/gaitpart.yaml, initial weights) saved as an OpenGait checkpoint file."""
+    model = build_model(OmegaConf.load(CONF_DIR / "teacher" / "gaitpart.yaml").model, num_classes=0)
+    path = tmp_path_factory.mktemp("gaitpart") / "GaitPart-0.pt"
+    torch.save({"model": model.state_dict(), "iteration": 0}, path)
+    return path
+
+
+def two_teacher_overrides(gaitgl: Path, gaitpart: Path) -> list[str]:
+    """``+experiment=two_teachers`` at test size: the tiny GaitGL of ``teacher_ckpt`` plus a GaitPart."""
+    return ["+experiment=two_teachers", "teacher=gaitgl_narrow", f"teacher.ckpt={gaitgl}",
+            f"teachers.gaitpart.ckpt={gaitpart}"]
 
 

@@ -59,7 +59,8 @@ def test_one_kd_step(teacher_name, student_name):
     logged: dict[str, float] = {}
     module.log = lambda name, value, **_: logged.__setitem__(name, float(value))
     module.train()
-    teacher_state = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+    teacher = module.teachers["teacher"]
+    teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
     optimizer = module.configure_optimizers()
     batch = {"sils": torch.rand(2 * CLASSES, 6, 64, 44), "labels": torch.arange(CLASSES).repeat_interleave(2)}
 
@@ -69,13 +70,13 @@ def test_one_kd_step(teacher_name, student_name):
 
     assert torch.isfinite(loss), (teacher_name, student_name, logged)
     assert all(torch.isfinite(torch.tensor(v)) for v in logged.values()), logged
-    assert "train/boundary_kd" in logged and ("train/decision_kd" in logged) == teacher_logits
-    assert not module.teacher.training
-    assert all(p.grad is None for p in module.teacher.parameters())
-    for key, value in module.teacher.state_dict().items():
+    assert "train/teacher/boundary_kd" in logged and ("train/teacher/decision_kd" in logged) == teacher_logits
+    assert not teacher.training
+    assert all(p.grad is None for p in teacher.parameters())
+    for key, value in teacher.state_dict().items():
         assert torch.equal(value, teacher_state[key]), f"teacher {key} changed"
     optimised = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    assert not optimised & {id(p) for p in module.teacher.parameters()}
+    assert not optimised & {id(p) for p in teacher.parameters()}
     with_grad = {n for n, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert with_grad and all(n.startswith(("student.", "aux_head.", "kd.")) for n in with_grad), with_grad
     assert any(n.startswith("student.") for n in with_grad)

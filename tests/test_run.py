@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from conftest import kd_overrides, make_cfg
+from conftest import kd_overrides, make_cfg, two_teacher_overrides
 from gaitkd.errors import ConfigError
 from gaitkd.run import CONF_DIR, REPO_ROOT, build, train
 
@@ -17,8 +17,9 @@ EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_runs_fast_dev_run(name, tmp_path, cache_dir, teacher_ckpt):
-    extra = kd_overrides(teacher_ckpt) if name == "gaitgl_to_gaitset" else [f"+experiment={name}"]
+def test_every_experiment_runs_fast_dev_run(name, tmp_path, cache_dir, teacher_ckpt, gaitpart_ckpt):
+    extra = {"gaitgl_to_gaitset": kd_overrides(teacher_ckpt),
+             "two_teachers": two_teacher_overrides(teacher_ckpt, gaitpart_ckpt)}.get(name, [f"+experiment={name}"])
     if name == "train_gaitgl":
         extra.append("student=gaitgl_narrow")
     cfg = make_cfg(tmp_path, cache_dir, *extra, "+trainer.fast_dev_run=true")
@@ -34,7 +35,7 @@ def test_kd_two_steps_and_evaluation(tmp_path, cache_dir, teacher_ckpt):
         assert 0.0 <= metrics[key] <= 100.0
     assert metrics["infer_ms_per_seq"] > 0
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert not [k for k in ckpt["state_dict"] if k.startswith("teacher.")], "teacher weights leaked into checkpoint"
+    assert not [k for k in ckpt["state_dict"] if k.startswith("teachers.")], "teacher weights leaked into checkpoint"
     assert any(k.startswith("student.") for k in ckpt["state_dict"])
 
 
@@ -44,25 +45,26 @@ def test_kd_step_updates_only_the_student(tmp_path, cache_dir, teacher_ckpt):
     cfg = make_cfg(tmp_path, cache_dir, *kd_overrides(teacher_ckpt), "student=gaitset_narrow", "trainer.max_steps=3")
     built = build(cfg)
     module = built.module
-    assert module.kd.connector is not None and module.aux_head is not None
-    teacher0 = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+    teacher = module.teachers["teacher"]
+    assert module.kd["teacher"].connector is not None and module.aux_head is not None
+    teacher0 = {k: v.clone() for k, v in teacher.state_dict().items()}
     student0 = {k: v.clone() for k, v in module.student.state_dict().items()}
     extra0 = {n: p.detach().clone() for n, p in module.named_parameters() if n.startswith(("aux_head.", "kd."))}
     assert extra0, "KD run has neither an aux classifier nor a connector"
 
     built.trainer.fit(module, datamodule=built.datamodule)
 
-    assert not module.teacher.training
-    for key, value in module.teacher.state_dict().items():
+    assert not teacher.training
+    for key, value in teacher.state_dict().items():
         assert torch.equal(value, teacher0[key]), f"teacher {key} changed"
-    assert all(not p.requires_grad for p in module.teacher.parameters())
+    assert all(not p.requires_grad for p in teacher.parameters())
     assert [k for k, v in module.student.state_dict().items() if not torch.equal(v, student0[k])], "student unchanged"
     params = dict(module.named_parameters())
     moved = [n for n, v in extra0.items() if not torch.equal(params[n].detach(), v)]
     assert any(n.startswith("aux_head.") for n in moved), "aux classifier not trained"
     assert any(n.startswith("kd.") for n in moved), "connector not trained"
     optimised = {id(p) for g in module.optimizers().optimizer.param_groups for p in g["params"]}
-    assert not optimised & {id(p) for p in module.teacher.parameters()}
+    assert not optimised & {id(p) for p in teacher.parameters()}
 
 
 def test_kd_without_teacher_ckpt_is_a_clear_error(tmp_path, cache_dir):

@@ -195,8 +195,8 @@ def test_teacher_and_student_get_the_same_input():
     )
     module.log = lambda *a, **k: None
     seen: dict[str, torch.Tensor] = {}
-    for name in ("student", "teacher"):
-        getattr(module, name).register_forward_pre_hook(lambda _, args, name=name: seen.__setitem__(name, args[0]))
+    for name, model in (("student", module.student), ("teacher", module.teachers["teacher"])):
+        model.register_forward_pre_hook(lambda _, args, name=name: seen.__setitem__(name, args[0]))
     items = [(np.full((3, 64, 44), 255, np.uint8), c, i, 10 + i) for i, c in enumerate([0, 0, 1, 1])]
     batch = TrainCollate(ALL_ON)(items)
     module.training_step(batch, 0)

@@ -173,8 +173,9 @@ def test_kd_run_gives_student_and_teacher_the_same_seql(tmp_path, cache_dir, tea
                    f"data.train_frames_min={LO}", f"data.train_frames_max={HI}", "test=false")
     built = build(cfg)
     seen: dict[str, list] = {"student": [], "teacher": []}
+    models = {"student": built.module.student, "teacher": built.module.teachers["teacher"]}
     for name, calls in seen.items():
-        getattr(built.module, name).register_forward_pre_hook(
+        models[name].register_forward_pre_hook(
             lambda _, args, kwargs, calls=calls: calls.append((args[0], kwargs.get("seqL"))), with_kwargs=True)
     built.trainer.fit(built.module, datamodule=built.datamodule)
     student, teacher = seen["student"], seen["teacher"]

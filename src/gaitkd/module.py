@@ -1,7 +1,8 @@
-"""The LightningModule: the one place where the student, the frozen teacher and the KD branches meet.
+"""The LightningModule: the one place where the student, the frozen teachers and the KD branches meet.
 
-Training step: student forward -> task losses (triplet + part-wise CE) -> teacher forward under ``no_grad``
--> KD branch terms (decision + boundary) -> one weighted sum. Every component is logged on its own.
+Training step: student forward -> task losses (triplet + part-wise CE) -> for each teacher in turn: its forward
+under ``inference_mode`` -> its KD branch terms (decision + boundary) -> one weighted sum (teachers combined by
+``sum`` / ``mean`` / ``weighted``, see :mod:`gaitkd.teachers`). Every component is logged on its own.
 Test step: the student embeds packed variable-length sequences; an ``EmbeddingCollector`` gathers them
 (DDP-correct) and the dataset's protocol is computed at the end, exactly as OpenGait computes it.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,24 +26,34 @@ from gaitkd.distill.branch import KDBranch, probe_shape
 from gaitkd.evaluation import EmbeddingCollector, evaluate
 from gaitkd.evaluation.report import plot_per_view_heatmap, print_result
 from gaitkd.losses import PartCrossEntropyLoss, TripletLoss
+from gaitkd.models.output import GaitOutput
+from gaitkd.teachers import SINGLE_TEACHER, Teacher, combine_factors, combine_terms
 
-TEACHER_PREFIX = "teacher."
+TEACHER_PREFIX = "teachers."
 STUDENT_CONFIG_KEY = "gaitkd_student_config"
 
 
 class GaitKDModule(L.LightningModule):
-    """Student training with optional GaitKD distillation from one frozen teacher.
+    """Student training with optional GaitKD distillation from one or several frozen teachers.
+
+    Teachers live in ``self.teachers`` (``nn.ModuleDict``, name -> model) with one ``KDBranch`` each in ``self.kd``.
+    They are always in eval mode (also after Lightning's ``.train()``), never in the optimizer and stripped from
+    every checkpoint (re-inserted on load, so strict loading works). In a training step they run one after the
+    other under ``torch.inference_mode()``: only one teacher's activations are alive at a time, and of each teacher
+    only its outputs (embeddings, logits) are kept for its KD terms. Terms are logged as ``train/<name>/<term>``.
 
     Args:
         student: the plain student ``nn.Module`` (returns ``GaitOutput``); the only thing that is exported.
         num_classes: number of training identities (for the training-only aux classifier).
         optimizer / scheduler: partial constructors (Hydra ``_partial_: true``); scheduler may be ``None``.
-        teacher: frozen teacher model or ``None``; kept in eval mode, out of the optimizer and of checkpoints.
-        distill: ``{part_align, connector, decision, boundary}`` (see ``conf/distill``) or ``None``.
+        teachers: name -> :class:`gaitkd.teachers.Teacher` (model, its distill config, logit scale, weight).
+        combine: how the teachers' KD terms add up: ``sum`` | ``mean`` | ``weighted`` (``Teacher.weight``).
+        teacher: shorthand for ``teachers={"teacher": Teacher(teacher, distill, teacher_logit_scale)}``.
+        distill: ``{part_align, connector, decision, boundary}`` (see ``conf/distill``) of ``teacher`` or ``None``.
         loss: ``{triplet: {margin, weight}, ce: {weight}}``.
         student_head: ``{aux_classifier, logit_scale, label_smooth}`` of the student.
         student_config: the student's model config (``_target_`` + kwargs), stored in checkpoints for export.
-        teacher_logit_scale: scale of the teacher's logits (GaitGL raw: 1, cosine heads: 16).
+        teacher_logit_scale: scale of ``teacher``'s logits (GaitGL raw: 1, cosine heads: 16).
         evaluation: ``{protocol, metric, cross_view_gallery, rerank, heatmap}`` (see ``gaitkd.evaluation.evaluate``).
         output_dir: where metrics / plots of the test go (``None``: nothing written).
     """
@@ -61,6 +73,8 @@ class GaitKDModule(L.LightningModule):
         output_dir: str | None = None,
         input_size: tuple[int, int] = (64, 44),
         student_config: dict | None = None,
+        teachers: Mapping[str, Teacher] | None = None,
+        combine: str = "sum",
     ) -> None:
         super().__init__()
         loss = loss or {"triplet": {"margin": 0.2, "weight": 1.0}, "ce": {"weight": 1.0}}
@@ -85,23 +99,27 @@ class GaitKDModule(L.LightningModule):
         self.ce = PartCrossEntropyLoss(scale=float(head.get("logit_scale", 16.0)),
                                        label_smooth=bool(head.get("label_smooth", True)))
 
-        self.teacher = teacher
-        self.kd: KDBranch | None = None
+        specs = dict(teachers or {})
         if teacher is not None:
-            teacher.requires_grad_(False)
-            teacher.eval()
-            t_shape = probe_shape(teacher, tuple(input_size))
+            if specs:
+                raise ValueError("pass either teacher= or teachers=, not both")
+            specs[SINGLE_TEACHER] = Teacher(teacher, dict(distill or {}), teacher_logit_scale)
+        self.kd_factors = combine_factors(combine, {name: spec.weight for name, spec in specs.items()})
+        self.teachers = nn.ModuleDict()
+        self.kd = nn.ModuleDict()
+        for name, spec in specs.items():
+            self.teachers[name] = spec.model.requires_grad_(False).eval()
+            t_shape = probe_shape(spec.model, tuple(input_size))
             if t_shape.classes is not None and t_shape.classes != num_classes:
                 raise ValueError(
-                    f"teacher has {t_shape.classes} classes but the dataset has {num_classes} training identities; "
-                    "use a teacher trained on this dataset's training split"
+                    f"teacher {name!r} has {t_shape.classes} classes but the dataset has {num_classes} training "
+                    "identities; use a teacher trained on this dataset's training split"
                 )
-            distill = dict(distill or {})
-            self.kd = KDBranch(
+            self.kd[name] = KDBranch(
                 s_shape, t_shape,
-                decision=distill.get("decision"), boundary=distill.get("boundary"),
-                part_align=distill.get("part_align", "pool"), connector=distill.get("connector", "student"),
-                student_logit_scale=float(head.get("logit_scale", 16.0)), teacher_logit_scale=teacher_logit_scale,
+                decision=spec.distill.get("decision"), boundary=spec.distill.get("boundary"),
+                part_align=spec.distill.get("part_align", "pool"), connector=spec.distill.get("connector", "student"),
+                student_logit_scale=float(head.get("logit_scale", 16.0)), teacher_logit_scale=spec.logit_scale,
             )
         self.collector = EmbeddingCollector()
         self._infer_seconds = 0.0
@@ -109,10 +127,9 @@ class GaitKDModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------------------------------- teacher
     def train(self, mode: bool = True) -> GaitKDModule:
-        """Lightning calls ``.train()`` on the whole module every epoch: keep the teacher's BatchNorm frozen."""
+        """Lightning calls ``.train()`` on the whole module every epoch: keep the teachers' BatchNorm frozen."""
         super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
+        self.teachers.eval()
         return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -125,14 +142,13 @@ class GaitKDModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Re-insert the (separately loaded) teacher weights so a strict load of a student checkpoint works."""
-        if self.teacher is not None:
-            for key, value in self.teacher.state_dict().items():
-                checkpoint["state_dict"].setdefault(TEACHER_PREFIX + key, value)
+        for key, value in self.teachers.state_dict().items():
+            checkpoint["state_dict"].setdefault(TEACHER_PREFIX + key, value)
 
     # ---------------------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         sils, labels = batch["sils"], batch["labels"]
-        # packed variable-length batches (unfixed_* sampling) carry seqL; the same tensor goes to both models
+        # packed variable-length batches (unfixed_* sampling) carry seqL; the same tensor goes to every model
         packed = {"seqL": batch["seqL"]} if "seqL" in batch else {}
         out_s = self.student(sils, **packed)
         emb_s = out_s.train_embeddings
@@ -146,14 +162,9 @@ class GaitKDModule(L.LightningModule):
             ce, ce_info = self.ce(logits=logits_s, labels=labels)
             terms["ce"] = (self.ce_weight, ce)
             self.log("train/ce_accuracy", ce_info["accuracy"], on_step=True)
-        if self.kd is not None:
-            with torch.inference_mode():  # the teacher never builds a graph
-                out_t = self.teacher(sils, **packed)
-            out_t = out_t.map(Tensor.clone)  # inference tensors cannot be saved for the student's backward
-            if out_t.logits is not None:  # a teacher at chance level makes decision KD pure noise: show it
-                teacher_acc = (out_t.logits.argmax(1) == labels[:, None]).float().mean()
-                self.log("train/teacher_accuracy", teacher_acc, on_step=True)
-            terms.update(self.kd(out_s, logits_s, out_t, labels=labels))
+        # one teacher after the other: each forward's activations are freed before the next teacher runs
+        per_teacher = {name: self._teacher_terms(name, sils, packed, out_s, logits_s, labels) for name in self.teachers}
+        terms.update(combine_terms(per_teacher, self.kd_factors))
 
         total = weighted_sum(terms)
         for name, (_, value) in terms.items():
@@ -161,6 +172,19 @@ class GaitKDModule(L.LightningModule):
         self.log("train/triplet_active", trip_info["loss_num"].float().mean(), on_step=True)
         self.log("train/loss", total.detach(), on_step=True, prog_bar=True)
         return total
+
+    def _teacher_terms(
+        self, name: str, sils: Tensor, packed: dict[str, Tensor], out_s: GaitOutput, logits_s: Tensor | None,
+        labels: Tensor,
+    ) -> dict[str, tuple[float, Tensor]]:
+        """Teacher ``name``'s forward (no graph, activations freed on return) and its KD branch's terms."""
+        with torch.inference_mode():
+            out_t = self.teachers[name](sils, **packed)
+        out_t = out_t.map(Tensor.clone)  # inference tensors cannot be saved for the student's backward
+        if out_t.logits is not None:  # a teacher at chance level makes decision KD pure noise: show it
+            teacher_acc = (out_t.logits.argmax(1) == labels[:, None]).float().mean()
+            self.log(f"train/{name}/teacher_accuracy", teacher_acc, on_step=True)
+        return self.kd[name](out_s, logits_s, out_t, labels=labels)
 
     def configure_optimizers(self) -> Any:
         params = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith(TEACHER_PREFIX)]

@@ -20,38 +20,19 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 from torch import nn
 
 from gaitkd.data import GaitDataError
+from gaitkd.distill.branch import probe_shape
 from gaitkd.errors import ConfigError
 from gaitkd.models import count_params, load_opengait_weights
 from gaitkd.module import GaitKDModule
+from gaitkd.teacher_config import TeacherConfig, check_teacher_shape, teacher_configs
+from gaitkd.teachers import Teacher
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO_ROOT / "conf"
 OmegaConf.register_new_resolver("gaitkd_root", lambda: str(REPO_ROOT), replace=True)
-
-
-def _teacher_ckpt(cfg: DictConfig) -> Path | None:
-    """The teacher checkpoint path, validated before any data or model is built."""
-    if "model" not in cfg.teacher:
-        if cfg.distill.get("decision") or cfg.distill.get("boundary"):
-            raise ConfigError("distill is enabled but no teacher is configured: add `teacher=gaitgl teacher.ckpt=PATH`")
-        return None
-    try:
-        ckpt = cfg.teacher.ckpt
-    except MissingMandatoryValue:
-        ckpt = None
-    if not ckpt:
-        raise ConfigError(
-            "this experiment distils from a teacher but `teacher.ckpt` is not set: pass teacher.ckpt=PATH "
-            "(a gaitkd checkpoint, e.g. outputs/train_gaitgl/<run>/checkpoints/last.ckpt, or an OpenGait .pt)"
-        )
-    path = Path(ckpt)
-    if not path.is_file():
-        raise ConfigError(f"teacher.ckpt={ckpt}: no such file")
-    return path
 
 
 def _optional(node: DictConfig | None) -> Any:
@@ -85,6 +66,14 @@ def load_weights(model: nn.Module, path: str | Path, key: str, num_classes: int)
         ) from err
 
 
+def build_teacher(tc: TeacherConfig, num_classes: int) -> Teacher:
+    """Build a configured teacher, load its checkpoint and check that it can teach this run (``ConfigError``)."""
+    model = build_model(tc.model, num_classes)
+    load_weights(model, tc.ckpt, f"{tc.key}.ckpt", num_classes)
+    check_teacher_shape(tc, probe_shape(model), num_classes)
+    return Teacher(model, tc.distill, tc.logit_scale, tc.weight)
+
+
 @dataclass
 class Built:
     """Everything one run needs, built from the config (tests use this to drive the Trainer themselves)."""
@@ -96,7 +85,7 @@ class Built:
 
 def build(cfg: DictConfig) -> Built:
     """Validate the config, then build data, models, the LightningModule and the Trainer."""
-    teacher_ckpt = _teacher_ckpt(cfg)
+    teacher_cfgs = teacher_configs(cfg)  # validated before any data is built; {} when no KD term is on
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -106,21 +95,17 @@ def build(cfg: DictConfig) -> Built:
     student = instantiate(student_config)
     if cfg.student.get("init"):
         load_weights(student, cfg.student.init, "student.init", num_classes)
-    teacher = None
-    if teacher_ckpt is not None:
-        teacher = build_model(cfg.teacher.model, num_classes)
-        load_weights(teacher, teacher_ckpt, "teacher.ckpt", num_classes)
+    teachers = {name: build_teacher(tc, num_classes) for name, tc in teacher_cfgs.items()}
 
     module = GaitKDModule(
         student=student,
         num_classes=num_classes,
         optimizer=instantiate(cfg.optimizer),
         scheduler=_optional(cfg.get("scheduler")),
-        teacher=teacher,
-        distill=OmegaConf.to_container(cfg.distill, resolve=True),
+        teachers=teachers,
+        combine=str(cfg.distill.get("combine", "sum")),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         student_head={k: cfg.student.get(k) for k in ("aux_classifier", "logit_scale", "label_smooth")},
-        teacher_logit_scale=float(cfg.teacher.get("logit_scale", 1.0)),
         evaluation=OmegaConf.to_container(cfg.evaluation, resolve=True),
         output_dir=str(cfg.paths.output_dir),
         student_config=student_config,
