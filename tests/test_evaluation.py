@@ -180,7 +180,7 @@ def test_cmc_starts_at_rank1_and_rises(eval_set: dict) -> None:
     for name, run in eval_set["runs"].items():
         res = _run(eval_set, run, cmc_ranks=6)
         cmc, names = res["cmc"], res["type_order"]
-        assert cmc.shape == (len(names), 6), name
+        assert cmc.shape[0] == len(names) and 1 <= cmc.shape[1] <= 6, name  # 6, or less when the gallery is smaller
         assert (np.diff(cmc, axis=1) >= 0).all() and (cmc <= 100).all(), name
         key = "{}-Rank@1" if run["cross_view_gallery"] else "{}@R1"
         for i, t in enumerate(names):  # rank-1 cells are rounded to 0.01 before averaging, the CMC is not
@@ -381,13 +381,14 @@ def test_report_table_and_heatmap(tmp_path) -> None:
 
 @pytest.mark.parametrize("cross_view", [False, True])
 def test_cmc_ranks_are_clipped_to_the_gallery(cross_view: bool) -> None:
-    """Ranks past the gallery a probe is ranked against do not exist: single view, one gallery view (5 ids x 4 nm);
-    cross view, all gallery views less the probe's own (view, subject) entries (60 - 4). At that rank all match."""
-    types = ["nm-01", "nm-02", "nm-03", "nm-04", "nm-05", "bg-01", "cl-01"]
+    """Ranks past the gallery a probe is ranked against do not exist: single view, one gallery view (5 ids x nm-01..04);
+    cross view, the gallery (5 ids x nm-02 / bg-02 / cl-02 x 3 views) less the probe's own (view, subject) entries.
+    At that last rank every probe has found its match."""
+    types = ["nm-01", "nm-02", "nm-03", "nm-04", "nm-05", "bg-01", "bg-02", "cl-01", "cl-02"]
     grid = [(f"{i:03d}", t, v) for i in range(5) for t in types for v in ("000", "090", "180")]
     labels, typs, views = (np.array(c) for c in zip(*grid))
     emb = torch.randn(len(grid), 4, 2, generator=torch.Generator().manual_seed(1))
     res = evaluate("casia_b", emb, labels, typs, views, cross_view_gallery=cross_view, cmc_ranks=500)
-    gallery = 60 - 4 if cross_view else 5 * 4
+    gallery = 5 * 3 * 3 - 3 if cross_view else 5 * 4
     assert res["cmc"].shape == (3, gallery)
     np.testing.assert_allclose(res["cmc"][:, -1], 100.0)

@@ -58,8 +58,9 @@ def evaluate(
         cross_view_gallery: OpenGait's ``evaluator_cfg.cross_view_gallery`` switch (indoor protocols only).
         probe_set: Gait3D probe keys ``"<label>-<type>-<view>"`` (required for gait3d, unused otherwise).
         rerank: Gait3D only: ``None`` or ``{"k1", "k2", "lambda_value"}`` for k-reciprocal re-ranking.
-        cmc_ranks: CASIA-B / OU-MVLP: also return ``cmc`` ``[T, cmc_ranks]`` (percent, one row per condition);
-            Gait3D always returns its ``cmc`` (fractions, OpenGait's).
+        cmc_ranks: CASIA-B / OU-MVLP: also return ``cmc`` ``[T, K]`` (percent, one row per condition), ``K`` =
+            ``cmc_ranks`` clipped to the smallest gallery a probe is ranked against; Gait3D always returns its
+            ``cmc`` (fractions, OpenGait's).
 
     Returns:
         Float metrics keyed like OpenGait without the prefix, plus per-view arrays (``view_list``, ``type_order``,
