@@ -9,7 +9,6 @@ Test step: the student embeds packed variable-length sequences; an ``EmbeddingCo
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from functools import partial
@@ -24,9 +23,10 @@ from torch import Tensor, nn
 from gaitkd.distill import AuxPartClassifier, weighted_sum
 from gaitkd.distill.branch import KDBranch, probe_shape
 from gaitkd.evaluation import EmbeddingCollector, evaluate
-from gaitkd.evaluation.report import plot_per_view_heatmap, print_result
+from gaitkd.evaluation.report import print_result
 from gaitkd.losses import PartCrossEntropyLoss, TripletLoss
 from gaitkd.models.output import GaitOutput
+from gaitkd.publish import publish
 from gaitkd.teachers import SINGLE_TEACHER, Teacher, combine_factors, combine_terms
 
 TEACHER_PREFIX = "teachers."
@@ -54,8 +54,9 @@ class GaitKDModule(L.LightningModule):
         student_head: ``{aux_classifier, logit_scale, label_smooth}`` of the student.
         student_config: the student's model config (``_target_`` + kwargs), stored in checkpoints for export.
         teacher_logit_scale: scale of ``teacher``'s logits (GaitGL raw: 1, cosine heads: 16).
-        evaluation: ``{protocol, metric, cross_view_gallery, rerank, heatmap}`` (see ``gaitkd.evaluation.evaluate``).
-        output_dir: where metrics / plots of the test go (``None``: nothing written).
+        evaluation: ``{protocol, metric, cross_view_gallery, rerank, heatmap, cmc_ranks}`` (see
+            ``gaitkd.evaluation.evaluate`` and ``gaitkd.publish.publish``).
+        output_dir: where metrics / plots of the test go (``None``: nothing written; loggers still get the plots).
     """
 
     def __init__(
@@ -216,11 +217,12 @@ class GaitKDModule(L.LightningModule):
         meta = self.trainer.datamodule.test_meta
         idx = index.tolist()
         ev = self.evaluation
+        cmc_ranks = int(ev.get("cmc_ranks") or 0)
         result = evaluate(
             ev.get("protocol", "casia_b"), embeddings,
             [meta["labels"][i] for i in idx], [meta["types"][i] for i in idx], [meta["views"][i] for i in idx],
             metric=ev.get("metric", "euc"), cross_view_gallery=bool(ev.get("cross_view_gallery", False)),
-            probe_set=meta.get("probe_set"), rerank=ev.get("rerank"),
+            probe_set=meta.get("probe_set"), rerank=ev.get("rerank"), cmc_ranks=cmc_ranks,
         )
         self.result = result
         headline = {k: float(v) for k, v in result.items() if isinstance(v, float)}
@@ -232,9 +234,5 @@ class GaitKDModule(L.LightningModule):
                 print_result(result, title=f"{ev.get('protocol')} rank-1 per probe view (%)")
             else:
                 rank_zero_info(" ".join(f"{k} {v:.2f}" for k, v in headline.items()))
-            if self.output_dir is not None:
-                self.output_dir.mkdir(parents=True, exist_ok=True)
-                payload = {**headline, "num_sequences": len(idx), "infer_ms_per_seq": self.infer_ms_per_seq}
-                (self.output_dir / "test_metrics.json").write_text(json.dumps(payload, indent=2))
-                if self.evaluation.get("heatmap", False) and "acc" in result:
-                    plot_per_view_heatmap(result, self.output_dir / "per_view_heatmap.png")
+            publish(result, self.output_dir, self.loggers, step=self.global_step, heatmap=bool(ev.get("heatmap")),
+                    cmc_ranks=cmc_ranks, extra={"num_sequences": len(idx), "infer_ms_per_seq": self.infer_ms_per_seq})

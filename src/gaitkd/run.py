@@ -19,12 +19,14 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from gaitkd.data import GaitDataError
 from gaitkd.distill.branch import probe_shape
 from gaitkd.errors import ConfigError
+from gaitkd.loggers import logger_session
 from gaitkd.models import count_params, load_opengait_weights
 from gaitkd.module import GaitKDModule
 from gaitkd.teacher_config import TeacherConfig, check_teacher_shape, teacher_configs
@@ -112,6 +114,8 @@ def build(cfg: DictConfig) -> Built:
     )
     loggers = [x for x in map(_optional, (cfg.get("logger") or {}).values()) if x is not None]
     callbacks = [x for x in map(_optional, (cfg.get("callbacks") or {}).values()) if x is not None]
+    # logger=none with the default callbacks: the learning-rate monitor would stop the run (it needs a logger)
+    callbacks = [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     return Built(datamodule, module, trainer)
 
@@ -124,15 +128,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     metrics: dict[str, Any] = {"task": cfg.task_name, "student": type(module.student).__name__,
                                "params": count_params(module.student), "seed": cfg.seed}
-    if cfg.train:
-        start = time.perf_counter()
-        trainer.fit(module, datamodule=built.datamodule, ckpt_path=cfg.get("ckpt_path"))
-        metrics["train_seconds"] = time.perf_counter() - start
-        trainer.save_checkpoint(out_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    if cfg.test:
-        trainer.test(module, datamodule=built.datamodule, verbose=False)
-        metrics.update({k: v for k, v in module.result.items() if isinstance(v, float)})
-        metrics["infer_ms_per_seq"] = module.infer_ms_per_seq
+    # one W&B run per job (a multirun's jobs share this process), given the resolved config, finished also on error
+    with logger_session(trainer.loggers, OmegaConf.to_container(cfg, resolve=True)):
+        if cfg.train:
+            start = time.perf_counter()
+            trainer.fit(module, datamodule=built.datamodule, ckpt_path=cfg.get("ckpt_path"))
+            metrics["train_seconds"] = time.perf_counter() - start
+            trainer.save_checkpoint(out_dir / "checkpoints" / "last.ckpt", weights_only=False)
+        if cfg.test:
+            trainer.test(module, datamodule=built.datamodule, verbose=False)
+            metrics.update({k: v for k, v in module.result.items() if isinstance(v, float)})
+            metrics["infer_ms_per_seq"] = module.infer_ms_per_seq
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
