@@ -229,13 +229,15 @@ def test_cmc_curves_indoor_percent_and_gait3d_fractions(tmp_path):
         cmc_curves({"NM@R1": 1.0})
 
 
-def test_wandb_mode_comes_from_the_config_or_wandb_mode(monkeypatch):
+def test_wandb_mode_comes_from_the_config_or_wandb_mode(tmp_path, cache_dir, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert _compose_group("logger", "wandb").wandb.mode == "disabled"
     monkeypatch.delenv("WANDB_MODE")
     assert _compose_group("logger", "wandb").wandb.mode == "offline"
-    with pytest.raises(ConfigError, match=r"logger\.wandb\.mode='upload'.*WANDB_MODE"):
-        wandb_logger(task_name="t", mode="upload")
+    monkeypatch.setenv("WANDB_MODE", "upload")
+    with pytest.raises(ConfigError, match=r"logger\.wandb\.mode='upload'.*WANDB_MODE.*offline"):
+        build(with_logger(make_cfg(tmp_path, cache_dir), "wandb"))  # the error itself, before any data is built
+    assert not (tmp_path / "wandb").exists()
 
 
 def test_session_finishes_each_jobs_run_also_on_error(tmp_path, wandb_env):
@@ -252,15 +254,22 @@ def test_session_finishes_each_jobs_run_also_on_error(tmp_path, wandb_env):
     assert ids[0] != ids[1], "the second job reused the first job's W&B run"
 
 
-def test_multirun_job_identity_is_sweep_group_and_numbered_name(tmp_path):
+def test_multirun_job_identity_is_sweep_group_and_swept_overrides(tmp_path):
+    """Group = the sweep folder, name = job number + what was swept (Hydra's multirun.yaml holds what was given)."""
+    sweep = tmp_path / "multirun" / "branches" / "2026-12-01_10-00-00"
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: [data=synthetic, 'distill=gaitkd,none', "
+                                         "'seed=0,1']\n")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("run", return_hydra_config=True, overrides=[
-            "hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path}/multirun/branches/2026-12-01_10-00-00",
-            "hydra.job.num=3", "distill=none", "seed=1",
+            "hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep}", "hydra.job.num=3",
+            "data=synthetic", "distill=none", "seed=1",
         ])
     assert hydra_job_identity("train") == ("train", "train")  # no Hydra run: task_name
     HydraConfig.instance().set_config(cfg)
     try:
         assert hydra_job_identity("train") == ("branches/2026-12-01_10-00-00", "3:distill=none,seed=1")
+        (sweep / "multirun.yaml").unlink()  # not written (another launcher): every override of the job
+        assert hydra_job_identity("train")[1] == "3:data=synthetic,distill=none,seed=1"
     finally:
         HydraConfig.instance().cfg = None

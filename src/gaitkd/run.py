@@ -26,7 +26,7 @@ from torch import nn
 from gaitkd.data import GaitDataError
 from gaitkd.distill.branch import probe_shape
 from gaitkd.errors import ConfigError
-from gaitkd.loggers import logger_session
+from gaitkd.loggers import build_loggers, logger_session
 from gaitkd.models import count_params, load_opengait_weights
 from gaitkd.module import GaitKDModule
 from gaitkd.teacher_config import TeacherConfig, check_teacher_shape, teacher_configs
@@ -88,6 +88,7 @@ class Built:
 def build(cfg: DictConfig) -> Built:
     """Validate the config, then build data, models, the LightningModule and the Trainer."""
     teacher_cfgs = teacher_configs(cfg)  # validated before any data is built; {} when no KD term is on
+    loggers = build_loggers(cfg.get("logger"))  # likewise (nothing starts before train's logger_session)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -112,7 +113,6 @@ def build(cfg: DictConfig) -> Built:
         output_dir=str(cfg.paths.output_dir),
         student_config=student_config,
     )
-    loggers = [x for x in map(_optional, (cfg.get("logger") or {}).values()) if x is not None]
     callbacks = [x for x in map(_optional, (cfg.get("callbacks") or {}).values()) if x is not None]
     # logger=none with the default callbacks: the learning-rate monitor would stop the run (it needs a logger)
     callbacks = [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]
