@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 from omegaconf import open_dict
@@ -12,10 +14,12 @@ from gaitkd.distill.branch import KDBranch, OutputShape
 from gaitkd.errors import ConfigError
 from gaitkd.losses import LOSSES, OPENGAIT_LOSS_NAMES, build_loss
 from gaitkd.models.output import GaitOutput
+from gaitkd.module import GaitKDModule
 from gaitkd.run import build
 from gaitkd.teacher_config import teacher_configs
-from gaitkd.teachers import combine_factors, combine_terms
+from gaitkd.teachers import Teacher, combine_factors, combine_terms
 from test_kd_losses import CFG_META_KEYS
+from test_kd_pairs import CLASSES, distill_cfg, tiny
 from test_losses import assert_close_grad, assert_close_loss
 
 
@@ -114,6 +118,16 @@ def test_two_teacher_run(tmp_path, cache_dir, teacher_ckpt, gaitpart_ckpt):
     assert any(k.startswith("kd.gaitpart.connector.") for k in ckpt["state_dict"])
     module.on_load_checkpoint(ckpt)
     module.load_state_dict(ckpt["state_dict"], strict=True)
+
+
+def test_module_drops_teachers_that_add_no_term():
+    boundary = distill_cfg(teacher_has_logits=False)
+    teachers = {"on": Teacher(tiny("GaitSet"), boundary),
+                "off": Teacher(tiny("GaitSet"), {**boundary, "boundary": None}),  # no loss on
+                "zero": Teacher(tiny("GaitSet"), boundary, weight=0.0)}  # factor 0 under weighted
+    module = GaitKDModule(tiny("GaitSet"), CLASSES, partial(torch.optim.SGD, lr=0.1), teachers=teachers,
+                          combine="weighted")
+    assert list(module.teachers) == list(module.kd) == ["on"]
 
 
 @pytest.mark.parametrize("experiment", ["gaitgl_to_gaitset", "two_teachers"])

@@ -27,7 +27,7 @@ from gaitkd.evaluation.report import print_result
 from gaitkd.losses import PartCrossEntropyLoss, TripletLoss
 from gaitkd.models.output import GaitOutput
 from gaitkd.publish import publish
-from gaitkd.teachers import SINGLE_TEACHER, Teacher, combine_factors, combine_terms
+from gaitkd.teachers import SINGLE_TEACHER, Teacher, combine_factors, combine_terms, takes_part
 
 TEACHER_PREFIX = "teachers."
 STUDENT_CONFIG_KEY = "gaitkd_student_config"
@@ -46,7 +46,8 @@ class GaitKDModule(L.LightningModule):
         student: the plain student ``nn.Module`` (returns ``GaitOutput``); the only thing that is exported.
         num_classes: number of training identities (for the training-only aux classifier).
         optimizer / scheduler: partial constructors (Hydra ``_partial_: true``); scheduler may be ``None``.
-        teachers: name -> :class:`gaitkd.teachers.Teacher` (model, its distill config, logit scale, weight).
+        teachers: name -> :class:`gaitkd.teachers.Teacher` (model, its distill config, logit scale, weight); a
+            teacher that adds no KD term (no loss on, or weight 0 under ``weighted``) is dropped, never run.
         combine: how the teachers' KD terms add up: ``sum`` | ``mean`` | ``weighted`` (``Teacher.weight``).
         teacher: shorthand for ``teachers={"teacher": Teacher(teacher, distill, teacher_logit_scale)}``.
         distill: ``{part_align, connector, decision, boundary}`` (see ``conf/distill``) of ``teacher`` or ``None``.
@@ -105,6 +106,7 @@ class GaitKDModule(L.LightningModule):
             if specs:
                 raise ValueError("pass either teacher= or teachers=, not both")
             specs[SINGLE_TEACHER] = Teacher(teacher, dict(distill or {}), teacher_logit_scale)
+        specs = {name: spec for name, spec in specs.items() if takes_part(spec.distill, spec.weight, combine)}
         self.kd_factors = combine_factors(combine, {name: spec.weight for name, spec in specs.items()})
         self.teachers = nn.ModuleDict()
         self.kd = nn.ModuleDict()

@@ -18,7 +18,6 @@ Every problem is one ``ConfigError`` naming the key (``teacher.ckpt``, ``teacher
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,10 @@ from torch import nn
 
 from gaitkd.distill.branch import OutputShape
 from gaitkd.errors import ConfigError
-from gaitkd.teachers import COMBINE_MODES, SINGLE_TEACHER
+from gaitkd.teachers import COMBINE_MODES, SINGLE_TEACHER, TERMS, takes_part, term_on
 
 TEACHER_KEYS = ("model", "ckpt", "logit_scale", "distill", "weight")
 BRANCH_KEYS = ("part_align", "connector", "decision", "boundary")
-TERMS = ("decision", "boundary")
 
 
 @dataclass(frozen=True)
@@ -45,16 +43,6 @@ class TeacherConfig:
     logit_scale: float
     distill: dict[str, Any]
     weight: float
-
-
-def term_on(distill: Mapping, term: str) -> bool:
-    """Whether ``distill[term]`` (decision / boundary) is a loss with a non-zero weight."""
-    cfg = distill.get(term)
-    return cfg is not None and float(cfg.get("weight", 1.0)) != 0.0
-
-
-def has_kd_term(distill: Mapping) -> bool:
-    return any(term_on(distill, t) for t in TERMS)
 
 
 def _entries(cfg: DictConfig) -> dict[str, tuple[str, DictConfig]]:
@@ -143,7 +131,7 @@ def _teacher(key: str, node: DictConfig, group: dict[str, Any], combine: str) ->
     if logit_scale <= 0.0:
         raise ConfigError(f"{key}.logit_scale={node.get('logit_scale')}: expected a number > 0")
     distill, weight = _merged_distill(key, node, group), _weight(key, node, combine)
-    if not has_kd_term(distill) or weight == 0.0:
+    if not takes_part(distill, weight, combine):
         return None
     return TeacherConfig(key, model, _ckpt(key, node), logit_scale, distill, weight)
 
@@ -155,7 +143,7 @@ def teacher_configs(cfg: DictConfig) -> dict[str, TeacherConfig]:
     if combine not in COMBINE_MODES:
         raise ConfigError(f"distill.combine={combine}: expected one of {', '.join(COMBINE_MODES)}")
     entries = _entries(cfg)
-    if not entries and has_kd_term(group):
+    if not entries and takes_part(group, 1.0, combine):
         raise ConfigError("distill is enabled but no teacher is configured: add `teacher=gaitgl teacher.ckpt=PATH` "
                           "(or a `teachers` mapping, see conf/experiment/two_teachers.yaml)")
     found = {name: _teacher(key, node, group, combine) for name, (key, node) in entries.items()}

@@ -10,12 +10,14 @@ Each teacher has its own KD branch (alignment, connector, decision + boundary lo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor, nn
 
 COMBINE_MODES = ("sum", "mean", "weighted")
+TERMS = ("decision", "boundary")  # the KD branch's two slots
 SINGLE_TEACHER = "teacher"  # the name of the teacher given by the `teacher=` group (or `GaitKDModule(teacher=...)`)
 
 Terms = dict[str, tuple[float, Tensor]]
@@ -37,6 +39,17 @@ class Teacher:
     distill: dict[str, Any] = field(default_factory=dict)
     logit_scale: float = 1.0
     weight: float = 1.0
+
+
+def term_on(distill: Mapping, term: str) -> bool:
+    """Whether ``distill[term]`` (``decision`` / ``boundary``) is a loss with a non-zero weight."""
+    cfg = distill.get(term)
+    return cfg is not None and float(cfg.get("weight", 1.0)) != 0.0
+
+
+def takes_part(distill: Mapping, weight: float, combine: str) -> bool:
+    """A teacher is built and run only if it adds a KD term: one of its terms is on and its factor is not 0."""
+    return any(term_on(distill, t) for t in TERMS) and (combine != "weighted" or weight != 0.0)
 
 
 def combine_factors(combine: str, weights: dict[str, float]) -> dict[str, float]:
