@@ -144,10 +144,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | dict[str, Any]:
+    """What ``main`` returns: the ``optimized_metric`` for a hyper-parameter sweeper (Optuna), else all metrics."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return metrics
+    if not isinstance(metrics.get(name), float):
+        found = sorted(k for k, v in metrics.items() if isinstance(v, float))
+        raise ConfigError(f"optimized_metric={name} is not a result of this run (test=true needed); found {found}")
+    return metrics[name]
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="run")
-def main(cfg: DictConfig) -> dict[str, Any]:
+def main(cfg: DictConfig) -> float | dict[str, Any]:
     try:
-        return train(cfg)
+        return objective(cfg, train(cfg))
     except (ConfigError, GaitDataError) as err:
         print(f"gaitkd: error: {err}", file=sys.stderr)
         sys.exit(2)
