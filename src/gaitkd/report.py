@@ -3,8 +3,9 @@
 Every job folder under ``RUN_DIR`` that holds ``metrics.json`` (written by :func:`gaitkd.run.train`) and Hydra's
 ``.hydra/overrides.yaml`` is one run. Runs are grouped into configurations by the overrides that vary between
 jobs, ``seed`` excepted; each configuration becomes one row with the mean ± sample std of the evaluation metrics
-over its seeds. Written next to the jobs: ``report.md``, ``report.json``, ``report.png`` (bars with std error bars
-per metric) and, when the study sweeps one numeric key, ``report_<key>.png`` (metric against that value).
+over its seeds (the mean alone for a single seed). Written next to the jobs: ``report.md``, ``report.json``,
+``report.png`` (bars with std error bars per metric) and, when the study sweeps one numeric key,
+``report_<key>.png`` (metric against that value).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Row:
         v = np.asarray(self.values.get(metric, []), dtype=np.float64)
         if not len(v):
             return float("nan"), float("nan")
-        return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")  # one seed: no spread
 
 
 def find_runs(run_dir: Path) -> Runs:
@@ -88,7 +89,7 @@ def markdown_table(rows: list[Row], metrics: list[str]) -> str:
         cells = []
         for m in metrics:
             mean, std = row.mean_std(m)
-            cells.append("—" if np.isnan(mean) else f"{mean:.2f} ± {std:.2f}")
+            cells.append("—" if np.isnan(mean) else f"{mean:.2f}" if np.isnan(std) else f"{mean:.2f} ± {std:.2f}")
         lines.append(f"| {row.label} | {len(row.seeds)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -107,7 +108,8 @@ def plot_bars(rows: list[Row], metrics: list[str], path: Path, title: str) -> No
     x = np.arange(len(metrics))
     for i, row in enumerate(rows):
         stats = [row.mean_std(m) for m in metrics]
-        ax.bar(x + (i - (len(rows) - 1) / 2) * width, [s[0] for s in stats], width, yerr=[s[1] for s in stats],
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, [s[0] for s in stats], width,
+               yerr=np.nan_to_num([s[1] for s in stats]),
                capsize=3, label=f"{row.label} (n={len(row.seeds)})")
     ax.set_xticks(x, metrics)
     ax.set_ylabel("%")
@@ -125,7 +127,8 @@ def plot_numeric(rows: list[Row], metrics: list[str], key: str, path: Path, titl
     fig, ax = _figure((6.0, 4.2))
     for m in metrics:
         stats = [r.mean_std(m) for r in order]
-        ax.errorbar(xs, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3, label=m)
+        ax.errorbar(xs, [s[0] for s in stats], yerr=np.nan_to_num([s[1] for s in stats]), marker="o", capsize=3,
+                    label=m)
     ax.set_xlabel(key)
     ax.set_ylabel("%")
     ax.set_title(title)
@@ -141,6 +144,11 @@ def _numeric(values: list[str]) -> bool:
     except ValueError:
         return False
     return len(set(values)) >= 2
+
+
+def _json_stats(mean: float, std: float) -> dict[str, float | None]:
+    """NaN (no value / a single seed) as JSON null."""
+    return {"mean": None if np.isnan(mean) else mean, "std": None if np.isnan(std) else std}
 
 
 def report(run_dir: str | Path, metrics: list[str] | None = None, out_dir: str | Path | None = None) -> dict:
@@ -171,7 +179,7 @@ def report(run_dir: str | Path, metrics: list[str] | None = None, out_dir: str |
         "run_dir": str(run_dir), "runs": len(runs), "metrics": metrics, "table": table,
         "plots": [str(p) for p in plots],
         "rows": [{"label": r.label, "settings": r.settings, "seeds": r.seeds,
-                  **{m: dict(zip(("mean", "std"), r.mean_std(m))) for m in metrics}} for r in rows],
+                  **{m: _json_stats(*r.mean_std(m)) for m in metrics}} for r in rows],
     }
     (out / "report.json").write_text(json.dumps(payload, indent=2))
     return payload
