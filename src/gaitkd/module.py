@@ -26,6 +26,7 @@ from gaitkd.evaluation import EmbeddingCollector, evaluate
 from gaitkd.evaluation.report import print_result
 from gaitkd.losses import PartCrossEntropyLoss, TripletLoss
 from gaitkd.models.output import GaitOutput
+from gaitkd.numerics import NonFiniteGuard
 from gaitkd.publish import publish
 from gaitkd.teachers import SINGLE_TEACHER, Teacher, combine_factors, combine_terms, takes_part
 
@@ -95,6 +96,7 @@ class GaitKDModule(L.LightningModule):
         if s_shape.classes is not None and s_shape.classes != num_classes:
             raise ValueError(f"student has {s_shape.classes} classes but the dataset has {num_classes} training ids")
 
+        self.nonfinite = NonFiniteGuard(str(loss.get("on_nonfinite", "raise")), int(loss.get("max_skipped_steps", 50)))
         self.triplet_weight = float(loss["triplet"].get("weight", 1.0))
         self.triplet = TripletLoss(margin=float(loss["triplet"].get("margin", 0.2)))
         self.ce_weight = float(loss.get("ce", {}).get("weight", 1.0)) if s_shape.classes is not None else 0.0
@@ -149,7 +151,7 @@ class GaitKDModule(L.LightningModule):
             checkpoint["state_dict"].setdefault(TEACHER_PREFIX + key, value)
 
     # ---------------------------------------------------------------------------------------------------- training
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         sils, labels = batch["sils"], batch["labels"]
         # packed variable-length batches (unfixed_* sampling) carry seqL; the same tensor goes to every model
         packed = {"seqL": batch["seqL"]} if "seqL" in batch else {}
@@ -168,6 +170,9 @@ class GaitKDModule(L.LightningModule):
         # one teacher after the other: each forward's activations are freed before the next teacher runs
         per_teacher = {name: self._teacher_terms(name, sils, packed, out_s, logits_s, labels) for name in self.teachers}
         terms.update(combine_terms(per_teacher, self.kd_factors))
+        if self.nonfinite.skip(terms, self.global_step):  # NaN / inf somewhere: no backward, no update
+            self.log("train/skipped_steps", float(self.nonfinite.skipped), on_step=True)
+            return None
 
         total = weighted_sum(terms)
         for name, (_, value) in terms.items():

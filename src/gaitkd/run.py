@@ -25,7 +25,7 @@ from torch import nn
 
 from gaitkd.data import GaitDataError
 from gaitkd.distill.branch import probe_shape
-from gaitkd.errors import ConfigError
+from gaitkd.errors import ConfigError, GaitKDError
 from gaitkd.loggers import build_loggers, logger_session
 from gaitkd.models import count_params, load_opengait_weights
 from gaitkd.module import GaitKDModule
@@ -159,7 +159,7 @@ def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | dict[str, Any
 def main(cfg: DictConfig) -> float | dict[str, Any]:
     try:
         return objective(cfg, train(cfg))
-    except (ConfigError, GaitDataError) as err:
+    except (GaitKDError, GaitDataError) as err:  # user errors: config, data, a run that diverged
         print(f"gaitkd: error: {err}", file=sys.stderr)
         sys.exit(2)
 
