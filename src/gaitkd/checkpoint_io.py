@@ -15,8 +15,17 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
+def _ON_SAVED_DEVICE(storage: Any, location: str) -> Any:  # noqa: N802 - TorchCheckpointIO's default map_location
+    return storage
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` whose saves are atomic (local paths; loading is unchanged)."""
+    """``TorchCheckpointIO`` whose saves are atomic (local paths) and whose loads are ``weights_only`` by default."""
+
+    def load_checkpoint(self, path: Any, map_location: Any = _ON_SAVED_DEVICE,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        """Resume checkpoints hold tensors and plain containers only: load them without unpickling code."""
+        return super().load_checkpoint(path, map_location, True if weights_only is None else weights_only)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None):
         if storage_options is not None:

@@ -28,10 +28,12 @@ from gaitkd.losses import PartCrossEntropyLoss, TripletLoss
 from gaitkd.models.output import GaitOutput
 from gaitkd.numerics import NonFiniteGuard
 from gaitkd.publish import publish
+from gaitkd.resume import capture_rng, restore_rng
 from gaitkd.teachers import SINGLE_TEACHER, Teacher, combine_factors, combine_terms, takes_part
 
 TEACHER_PREFIX = "teachers."
 STUDENT_CONFIG_KEY = "gaitkd_student_config"
+RESUME_KEY = "gaitkd_resume"
 
 
 class GaitKDModule(L.LightningModule):
@@ -127,6 +129,7 @@ class GaitKDModule(L.LightningModule):
                 student_logit_scale=float(head.get("logit_scale", 16.0)), teacher_logit_scale=spec.logit_scale,
             )
         self.collector = EmbeddingCollector()
+        self._resume_rng: dict[str, Any] | None = None
         self._infer_seconds = 0.0
         self._infer_sequences = 0
 
@@ -138,9 +141,11 @@ class GaitKDModule(L.LightningModule):
         return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Student checkpoints never hold teacher weights; they carry the student's model config for export."""
+        """Student checkpoints never hold teacher weights; they carry the student's model config for export and
+        what an exact resume needs beyond Lightning's state (RNGs, the count of skipped non-finite steps)."""
         if self.student_config is not None:
             checkpoint[STUDENT_CONFIG_KEY] = self.student_config
+        checkpoint[RESUME_KEY] = {"rng": capture_rng(), "skipped_steps": self.nonfinite.skipped}
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
             del state[key]
@@ -149,6 +154,17 @@ class GaitKDModule(L.LightningModule):
         """Re-insert the (separately loaded) teacher weights so a strict load of a student checkpoint works."""
         for key, value in self.teachers.state_dict().items():
             checkpoint["state_dict"].setdefault(TEACHER_PREFIX + key, value)
+        resume = checkpoint.get(RESUME_KEY)
+        if resume is not None:
+            self.nonfinite.skipped = int(resume["skipped_steps"])
+            self._resume_rng = resume["rng"]
+
+    def on_train_start(self) -> None:
+        """RNGs of a resumed run are restored here, after the training loader started (which draws from torch's
+        RNG), so the next step draws exactly what it drew in the uninterrupted run."""
+        if self._resume_rng is not None:
+            restore_rng(self._resume_rng)
+            self._resume_rng = None
 
     # ---------------------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:

@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -29,6 +30,7 @@ from gaitkd.errors import ConfigError, GaitKDError
 from gaitkd.loggers import build_loggers, logger_session
 from gaitkd.models import count_params, load_opengait_weights
 from gaitkd.module import GaitKDModule
+from gaitkd.resume import resolve_ckpt_path
 from gaitkd.teacher_config import TeacherConfig, check_teacher_shape, teacher_configs
 from gaitkd.teachers import Teacher
 
@@ -123,6 +125,7 @@ def build(cfg: DictConfig) -> Built:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit (and test) one configuration; returns the metrics also written to ``<output_dir>/metrics.json``."""
     L.seed_everything(cfg.seed, workers=True)
+    resume_from = resolve_ckpt_path(cfg.get("ckpt_path"), str(cfg.get("resume", "auto")), cfg.paths.output_dir)
     built = build(cfg)
     module, trainer = built.module, built.trainer
     out_dir = Path(cfg.paths.output_dir)
@@ -132,7 +135,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     with logger_session(trainer.loggers, OmegaConf.to_container(cfg, resolve=True)):
         if cfg.train:
             start = time.perf_counter()
-            trainer.fit(module, datamodule=built.datamodule, ckpt_path=cfg.get("ckpt_path"))
+            if resume_from:
+                rank_zero_info(f"resuming from {resume_from}")
+                metrics["resumed_from"] = resume_from
+            trainer.fit(module, datamodule=built.datamodule, ckpt_path=resume_from)
             metrics["train_seconds"] = time.perf_counter() - start
             trainer.save_checkpoint(out_dir / "checkpoints" / "last.ckpt", weights_only=False)
         if cfg.test:

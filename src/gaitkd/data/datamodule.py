@@ -13,6 +13,8 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader
 
 from gaitkd.data.check import SEQUENCE_KINDS, Report, check_dataset
@@ -21,6 +23,10 @@ from gaitkd.data.partition import Partition, dataset_rule_partition, load_partit
 from gaitkd.data.sampler import InferenceBatchSampler, PKBatchSampler, SeededBatches
 from gaitkd.data.sampling import FrameSampler, collate_eval
 from gaitkd.data.transforms import TrainCollate, build_augment
+
+# Lightning cannot see that the training loader is resumable (its position is restored through state_dict below)
+warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before the epoch ended",
+                        PossibleUserWarning)
 
 
 class TrainFrames:
@@ -152,6 +158,8 @@ class GaitDataModule(L.LightningDataModule):
         self.train_set: GaitSequenceDataset | None = None
         self.test_set: GaitSequenceDataset | None = None
         self.test_meta: dict[str, list[str] | None] | None = None
+        self._train_batches: SeededBatches | None = None
+        self._resume_at: int | None = None
 
     def _resolve_root(self) -> Path:
         if self.synthetic is not None:
@@ -239,14 +247,34 @@ class GaitDataModule(L.LightningDataModule):
         if self.train_set is None:
             raise RuntimeError("GaitDataModule.setup() must run before asking for dataloaders")
 
+    # ----------------------------------------------------------------------------------------- resumable position
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: how many training batches the run has taken, so a resumed run continues with
+        the very batch an uninterrupted run would take next (see :meth:`SeededBatches.resume_at`)."""
+        if self._train_batches is None or self.trainer is None:
+            return {}
+        return {"train_batches_done": int(self.trainer.fit_loop.epoch_loop.batch_progress.total.ready)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the position of :meth:`state_dict`; applied to the training loader when it is built."""
+        if "train_batches_done" in state_dict:
+            self._resume_at = int(state_dict["train_batches_done"])
+
     def train_dataloader(self) -> DataLoader:
         self._require_setup()
         pk = PKBatchSampler(
             self.train_set.labels, self.batch_p, self.batch_k, seed=self.seed, steps_per_epoch=self.steps_per_epoch
         )
+        self._train_batches = SeededBatches(pk, seed=self.seed)
+        if self._resume_at is not None:  # a resumed run: the data go on where the checkpoint left them
+            self._train_batches.resume_at(self._resume_at)
+            self._resume_at = None
         return DataLoader(
             TrainFrames(self.train_set, self.train_classes, self.train_sampler),
-            batch_sampler=SeededBatches(pk, seed=self.seed),
+            batch_sampler=self._train_batches,
+            # its own generator: starting the loader does not draw from torch's global RNG, which a resumed run
+            # restores (items are seeded by SeededBatches, so nothing depends on this generator)
+            generator=torch.Generator().manual_seed(self.seed),
             collate_fn=TrainCollate(self.augment, packed=self.train_sampler.packed),
             **self.loader_kwargs,
         )

@@ -110,24 +110,45 @@ class SeededBatches:
 
     Seeds derive from ``(seed, epoch, rank, step, position)``, so frame draws are reproducible and independent of
     the number of DataLoader workers and of persistent workers (which never see epoch changes themselves).
+
+    Resuming: :meth:`resume_at` ``(done)`` — the number of batches the run had taken in all — makes the stream go
+    on with batch ``done``: epoch ``done // len``, leaving out its first ``done % len`` batches (still drawn, so the
+    rest are exactly those of an uninterrupted run). The data epoch is then kept ahead of or behind the epoch
+    Lightning passes to :meth:`set_epoch` by a fixed shift: Lightning starts a new epoch when resuming a checkpoint
+    written after ``fit`` stopped mid-epoch, while the data go on where they were. ``len`` stays a full epoch
+    (Lightning counts the batches already done of an epoch it resumes itself).
     """
 
     def __init__(self, batches: PKBatchSampler, seed: int = 0) -> None:
         self.batches, self.seed = batches, seed
+        self._resume: int | None = None
+        self._shift = self._skip = 0
+
+    def resume_at(self, done: int) -> None:
+        """Continue with the ``done``-th batch of the whole run (0-based); applied at the next epoch start."""
+        self._resume = int(done)
 
     @property
     def sampler(self) -> SeededBatches:
         return self
 
     def set_epoch(self, epoch: int) -> None:
-        self.batches.set_epoch(epoch)
+        if self._resume is not None:
+            data_epoch, self._skip = divmod(self._resume, len(self.batches))
+            self._shift, self._resume = data_epoch - epoch, None
+        self.batches.set_epoch(epoch + self._shift)
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        if self._resume is not None:  # resumed, but nobody called set_epoch: the data epoch decides
+            self.set_epoch(getattr(self.batches, "epoch", 0))
         epoch, rank = getattr(self.batches, "epoch", 0), getattr(self.batches, "rank", 0)
+        skip, self._skip = self._skip, 0
         for step, batch in enumerate(self.batches):
+            if step < skip:
+                continue
             seeds = np.random.SeedSequence([self.seed, epoch, rank, step]).generate_state(len(batch), np.uint64)
             yield list(zip(batch, seeds.tolist()))
 
