@@ -99,6 +99,7 @@ class GaitKDModule(L.LightningModule):
             raise ValueError(f"student has {s_shape.classes} classes but the dataset has {num_classes} training ids")
 
         self.nonfinite = NonFiniteGuard(str(loss.get("on_nonfinite", "raise")), int(loss.get("max_skipped_steps", 50)))
+        self._drop_gradients = False
         self.triplet_weight = float(loss["triplet"].get("weight", 1.0))
         self.triplet = TripletLoss(margin=float(loss["triplet"].get("margin", 0.2)))
         self.ce_weight = float(loss.get("ce", {}).get("weight", 1.0)) if s_shape.classes is not None else 0.0
@@ -167,7 +168,7 @@ class GaitKDModule(L.LightningModule):
             self._resume_rng = None
 
     # ---------------------------------------------------------------------------------------------------- training
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         sils, labels = batch["sils"], batch["labels"]
         # packed variable-length batches (unfixed_* sampling) carry seqL; the same tensor goes to every model
         packed = {"seqL": batch["seqL"]} if "seqL" in batch else {}
@@ -186,16 +187,24 @@ class GaitKDModule(L.LightningModule):
         # one teacher after the other: each forward's activations are freed before the next teacher runs
         per_teacher = {name: self._teacher_terms(name, sils, packed, out_s, logits_s, labels) for name in self.teachers}
         terms.update(combine_terms(per_teacher, self.kd_factors))
-        if self.nonfinite.skip(terms, self.global_step):  # NaN / inf somewhere: no backward, no update
-            self.log("train/skipped_steps", float(self.nonfinite.skipped), on_step=True)
-            return None
-
         total = weighted_sum(terms)
+        if self.nonfinite.skip(terms, self.global_step):  # NaN / inf on some rank: every rank skips the update
+            # the loss still goes backward (under DDP each rank must join the gradient all-reduce; Lightning refuses
+            # a None step there); on_before_optimizer_step drops the gradients, so the optimizer changes nothing
+            self._drop_gradients = True
+            self.log("train/skipped_steps", float(self.nonfinite.skipped), on_step=True)
+            return total
+
         for name, (_, value) in terms.items():
             self.log(f"train/{name}", value.detach().mean(), on_step=True)
         self.log("train/triplet_active", trip_info["loss_num"].float().mean(), on_step=True)
         self.log("train/loss", total.detach(), on_step=True, prog_bar=True)
         return total
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._drop_gradients:  # a skipped non-finite step: no gradient, so no parameter or optimizer state moves
+            optimizer.zero_grad(set_to_none=True)
+            self._drop_gradients = False
 
     def _teacher_terms(
         self, name: str, sils: Tensor, packed: dict[str, Tensor], out_s: GaitOutput, logits_s: Tensor | None,

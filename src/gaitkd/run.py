@@ -26,6 +26,7 @@ from torch import nn
 
 from gaitkd.data import GaitDataError
 from gaitkd.distill.branch import probe_shape
+from gaitkd.distributed import check_launch
 from gaitkd.errors import ConfigError, GaitKDError
 from gaitkd.loggers import build_loggers, logger_session
 from gaitkd.models import count_params, load_opengait_weights
@@ -119,6 +120,7 @@ def build(cfg: DictConfig) -> Built:
     # logger=none with the default callbacks: the learning-rate monitor would stop the run (it needs a logger)
     callbacks = [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    check_launch(trainer)
     return Built(datamodule, module, trainer)
 
 
@@ -145,8 +147,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.test(module, datamodule=built.datamodule, verbose=False)
             metrics.update({k: v for k, v in module.result.items() if isinstance(v, float)})
             metrics["infer_ms_per_seq"] = module.infer_ms_per_seq
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if trainer.is_global_zero:  # under DDP every rank has the same metrics; one writes them
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
