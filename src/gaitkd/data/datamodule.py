@@ -187,6 +187,8 @@ class GaitDataModule(L.LightningDataModule):
             raise GaitDataError(
                 f"data.batch_p={self.batch_p} exceeds the {len(ids)} training identities found under {root}"
             )
+        keys = ("/".join(k) for k in zip(train_set.labels, train_set.types, train_set.views))
+        self.train_sampler.require_frames(max(report.frames[k] for k in keys), f"under {root}")
         self.train_ids = ids
         self.train_classes = np.searchsorted(np.asarray(ids), np.asarray(train_set.labels))
         self.num_classes = len(ids)
