@@ -33,7 +33,7 @@ from gaitkd.errors import ConfigError
 from gaitkd.teacher_config import TeacherConfig, teacher_configs
 
 CONNECTORS = ("student", "teacher")
-_DATA_KEYS = tuple(name for name in inspect.signature(GaitDataModule).parameters)
+_DATA_KEYS = tuple(inspect.signature(GaitDataModule).parameters)
 
 
 @dataclass(frozen=True)
