@@ -401,7 +401,7 @@ def test_datamodule_synthetic_root(tmp_path, monkeypatch):
     fake = ModuleType("gaitkd.data.synthetic")
     fake.ensure_synthetic = lambda **kw: calls.append(kw) or real
     monkeypatch.setitem(sys.modules, "gaitkd.data.synthetic", fake)
-    dm = GaitDataModule(synthetic={"cache_dir": str(tmp_path / "cache")}, batch_p=2, batch_k=2)
+    dm = GaitDataModule(synthetic={"cache_dir": str(tmp_path / "cache")}, batch_p=2, batch_k=2, train_frames=8)
     dm.prepare_data()
     dm.setup("fit")
     assert calls and calls[0]["cache_dir"] == str(tmp_path / "cache")

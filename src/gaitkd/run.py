@@ -34,6 +34,7 @@ from gaitkd.module import GaitKDModule
 from gaitkd.resume import resolve_ckpt_path
 from gaitkd.teacher_config import TeacherConfig, check_teacher_shape, teacher_configs
 from gaitkd.teachers import Teacher
+from gaitkd.validate import validate_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO_ROOT / "conf"
@@ -90,6 +91,7 @@ class Built:
 
 def build(cfg: DictConfig) -> Built:
     """Validate the config, then build data, models, the LightningModule and the Trainer."""
+    validate_config(cfg)  # cheap checks, before any data is generated or decoded
     teacher_cfgs = teacher_configs(cfg)  # validated before any data is built; {} when no KD term is on
     loggers = build_loggers(cfg.get("logger"))  # likewise (nothing starts before train's logger_session)
     datamodule = instantiate(cfg.data)

@@ -104,14 +104,12 @@ def _weight(key: str, node: DictConfig, combine: str) -> float:
 
 def _ckpt(key: str, node: DictConfig) -> Path:
     ckpt = None if OmegaConf.is_missing(node, "ckpt") else node.get("ckpt")
+    what = "(a gaitkd checkpoint, e.g. outputs/train_gaitgl/<run>/checkpoints/last.ckpt, or an OpenGait .pt)"
     if not ckpt:
-        raise ConfigError(
-            f"this run distils from {key} but `{key}.ckpt` is not set: pass {key}.ckpt=PATH "
-            "(a gaitkd checkpoint, e.g. outputs/train_gaitgl/<run>/checkpoints/last.ckpt, or an OpenGait .pt)"
-        )
+        raise ConfigError(f"this run distils from {key} but `{key}.ckpt` is not set: pass {key}.ckpt=PATH {what}")
     path = Path(str(ckpt))
     if not path.is_file():
-        raise ConfigError(f"{key}.ckpt={ckpt}: no such file")
+        raise ConfigError(f"{key}.ckpt={ckpt}: no such file; pass {key}.ckpt=PATH of an existing checkpoint {what}")
     return path
 
 

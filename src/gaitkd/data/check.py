@@ -83,7 +83,8 @@ class Report:
     """Result of :func:`check_dataset`. Locations are relative to ``root`` (partition issues name ids).
 
     ``bad_sequences``: every ``"<id>/<type>/<view>"`` with a :data:`SEQUENCE_KINDS` error -> its kinds (complete,
-    unlike the capped examples). ``arrays``: with ``keep=True``, the raw decoded selected pkls of each sequence,
+    unlike the capped examples). ``frames``: ``"<id>/<type>/<view>"`` -> frame count of its valid silhouette
+    pkl. ``arrays``: with ``keep=True``, the raw decoded selected pkls of each sequence,
     by path, so a caching loader need not decode them again. ``majority_shape``: of the first selected pkls.
     """
 
@@ -94,6 +95,7 @@ class Report:
     majority_shape: tuple[int, int] | None = None
     issues: dict[str, Issue] = field(default_factory=dict)
     bad_sequences: dict[str, list[str]] = field(default_factory=dict)
+    frames: dict[str, int] = field(default_factory=dict, repr=False)
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def add(self, kind: str, where: str, detail: str = "", sequence: str | None = None) -> None:
@@ -292,6 +294,8 @@ def _check_sequences(root: Path, sequences: dict[str, list[str]], report: Report
                 continue
             shapes[where] = rel, position, shape
             frames[name] = shape[0]
+            if position == 0:
+                report.frames[rel] = shape[0]
             if array is not None:
                 report.arrays[path] = array
         if len(set(frames.values())) > 1:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from gaitkd.data.check import SEQUENCE_KINDS, Report, check_dataset
 from gaitkd.data.dataset import GaitDataError, GaitDataWarning, GaitSequenceDataset, parse_modalities, require_root
-from gaitkd.data.partition import Partition, dataset_rule_partition, load_partition
+from gaitkd.data.partition import Partition, resolve_partition
 from gaitkd.data.sampler import InferenceBatchSampler, PKBatchSampler, SeededBatches
 from gaitkd.data.sampling import FrameSampler, collate_eval
 from gaitkd.data.transforms import TrainCollate, build_augment
@@ -169,17 +169,7 @@ class GaitDataModule(L.LightningDataModule):
         return require_root(self.root)
 
     def _load_partition(self, root: Path) -> Partition:
-        if self.partition is not None:
-            return load_partition(self.partition)
-        default = root / "partition.json"
-        if not default.is_file() and self.partition_rule is not None:
-            return dataset_rule_partition(self.partition_rule, (p.name for p in root.iterdir() if p.is_dir()))
-        if not default.is_file():
-            raise GaitDataError(
-                f"no partition given and {default} does not exist; set data.partition to an OpenGait JSON "
-                "with TRAIN_SET / TEST_SET (e.g. OpenGait's datasets/CASIA-B/CASIA-B.json)"
-            )
-        return load_partition(default)
+        return resolve_partition(root, self.partition, self.partition_rule)
 
     def prepare_data(self) -> None:
         if self.synthetic is not None:
@@ -205,6 +195,8 @@ class GaitDataModule(L.LightningDataModule):
             raise GaitDataError(
                 f"data.batch_p={self.batch_p} exceeds the {len(ids)} training identities found under {root}"
             )
+        keys = ("/".join(k) for k in zip(train_set.labels, train_set.types, train_set.views))
+        self.train_sampler.require_frames(max(report.frames[k] for k in keys), f"under {root}")
         self.train_ids = ids
         self.train_classes = np.searchsorted(np.asarray(ids), np.asarray(train_set.labels))
         self.num_classes = len(ids)

@@ -54,6 +54,22 @@ def load_partition(path: str | os.PathLike) -> Partition:
     return Partition(train=train, test=test, probe=probe)
 
 
+def resolve_partition(root: Path, partition: str | os.PathLike | None, rule: str | None) -> Partition:
+    """The partition a dataset root uses: ``partition`` (a JSON path) if given, else ``<root>/partition.json``, else
+    the split ``rule`` (``casia_b`` / ``oumvlp``) over the id folders of ``root``; reads no pkl."""
+    if partition is not None:
+        return load_partition(partition)
+    default = root / "partition.json"
+    if not default.is_file() and rule is not None:
+        return dataset_rule_partition(rule, (p.name for p in root.iterdir() if p.is_dir()))
+    if not default.is_file():
+        raise GaitDataError(
+            f"no partition given and {default} does not exist; set data.partition to an OpenGait JSON "
+            "with TRAIN_SET / TEST_SET (e.g. OpenGait's datasets/CASIA-B/CASIA-B.json)"
+        )
+    return load_partition(default)
+
+
 def rule_partition(ids: Iterable[str], num_train: int) -> Partition:
     """First ``num_train`` sorted ids for training, the rest for testing (CASIA-B's 74/50 rule)."""
     ordered = sorted(set(ids))

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+from gaitkd.data.dataset import GaitDataError
+
 FIXED_MODES = ("fixed_unordered", "fixed_ordered")
 # Frame count drawn per sequence in [min, max]: such batches are packed along time (see collate_train).
 UNFIXED_MODES = ("unfixed_unordered", "unfixed_ordered")
@@ -83,6 +85,28 @@ class FrameSampler:
     def packed(self) -> bool:
         """Whether sequences get different frame counts (batches are then packed along time, with ``seqL``)."""
         return self.mode in UNFIXED_MODES
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames the shortest clip this sampler draws spans: the ordered modes' window includes ``skip``."""
+        if self.mode == "all_ordered":
+            return 1
+        count = self.min_frames if self.packed else self.num_frames
+        return count + (self.skip if self.mode.endswith("_ordered") else 0)
+
+    def require_frames(self, longest: int, where: str) -> None:
+        """One :class:`GaitDataError` when even the longest training sequence (``longest`` frames, found ``where``)
+        is shorter than every clip: each clip would then repeat frames (unordered) or wrap around (ordered)."""
+        if self.clip_frames <= longest:
+            return
+        key = "data.train_frames_min" if self.packed else "data.train_frames"
+        count = self.min_frames if self.packed else self.num_frames
+        skip = f" + data.frames_skip={self.skip}" if self.skip and self.mode.endswith("_ordered") else ""
+        raise GaitDataError(
+            f"{key}={count}{skip} needs {self.clip_frames} frames per clip but the longest training sequence "
+            f"{where} has {longest}, so every clip would repeat frames: lower {key}"
+            f"{' (or data.frames_skip)' if skip else ''} to fit {longest} frames"
+        )
 
     def __call__(self, length: int, rng: np.random.Generator | None = None) -> np.ndarray:
         if self.mode == "all_ordered":

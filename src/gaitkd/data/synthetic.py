@@ -310,6 +310,17 @@ def _stamp(p: dict) -> dict:
     return {"generator": "gaitkd.data.synthetic", "format_version": FORMAT_VERSION, "params": p}
 
 
+def generation_params(cache_dir: str | Path, **params) -> tuple[dict, dict]:
+    """``ensure_synthetic``'s arguments -> (validated generation parameters in canonical form, the run options
+    ``progress`` / ``workers``); generates nothing. An unknown parameter is a ``TypeError``, a bad value a
+    ``ValueError``."""
+    bound = _GENERATE_SIGNATURE.bind(cache_dir, **params)  # generate's defaults are the single source
+    bound.apply_defaults()
+    run = {k: bound.arguments.pop(k) for k in ("progress", "workers")}
+    del bound.arguments["root"]
+    return _params(**bound.arguments), run
+
+
 def ensure_synthetic(cache_dir: str | Path, **params) -> Path:
     """Return ``cache_dir/<hash of params>``, generating it first unless a matching stamp is already there.
 
@@ -317,11 +328,7 @@ def ensure_synthetic(cache_dir: str | Path, **params) -> Path:
     temporary sibling folder renamed into place when complete, so an interrupted run never leaves a dataset that
     looks finished, and concurrent callers (e.g. several ranks) end up sharing one valid copy.
     """
-    bound = _GENERATE_SIGNATURE.bind(cache_dir, **params)  # generate's defaults are the single source
-    bound.apply_defaults()
-    run = {k: bound.arguments.pop(k) for k in ("progress", "workers")}
-    del bound.arguments["root"]
-    p = _params(**bound.arguments)
+    p, run = generation_params(cache_dir, **params)
     stamp = _stamp(p)
     key = hashlib.sha1(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:12]
     cache_dir = Path(cache_dir)
