@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import lightning as L
@@ -77,6 +78,10 @@ def test_ckpt_path_last_needs_a_checkpoint(tmp_path):
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
     assert resolve_ckpt_path(None, "auto", tmp_path).endswith("last.ckpt")
     assert resolve_ckpt_path(None, "never", tmp_path) is None
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"  # a SLURM requeue checkpoint written after last.ckpt wins
+    hpc.write_bytes(b"x")
+    os.utime(hpc, ns=(2**62, 2**62))
+    assert resolve_ckpt_path(None, "auto", tmp_path) == str(hpc)
 
 
 def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):

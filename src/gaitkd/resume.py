@@ -5,9 +5,10 @@ Lightning restores the model, optimizer, scheduler and loop progress; the traini
 user's model may draw from (dropout, stochastic depth): :func:`capture_rng` goes into each checkpoint as plain
 tensors and ints (loadable with ``weights_only=True``) and :func:`restore_rng` puts them back when training starts.
 
-``ckpt_path`` (config): ``null`` starts fresh unless ``resume=auto`` finds ``<output_dir>/checkpoints/last.ckpt``
-(re-running a job in the same run folder, e.g. a requeued SLURM job, continues it); ``last`` means that file and
-must exist; any other value is a checkpoint path.
+``ckpt_path`` (config): ``null`` starts fresh unless ``resume=auto`` finds ``<output_dir>/checkpoints/last.ckpt`` or
+a newer SLURM requeue checkpoint ``<output_dir>/hpc_ckpt_<n>.ckpt`` (re-running a job in the same run folder, e.g. a
+requeued SLURM job, continues it); ``last`` means ``checkpoints/last.ckpt`` and it must exist; any other value is a
+checkpoint path.
 """
 
 from __future__ import annotations
@@ -41,7 +42,11 @@ def resolve_ckpt_path(ckpt_path: str | None, resume: str, output_dir: str | Path
         if not Path(ckpt_path).is_file():
             raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give an existing Lightning checkpoint")
         return str(ckpt_path)
-    return str(last) if resume == "auto" and last.is_file() else None
+    if resume == "never":
+        return None
+    # the newest of last.ckpt and Lightning's SLURM requeue checkpoints (hpc_ckpt_<n>.ckpt in the run folder)
+    found = [p for p in (last, *Path(output_dir).glob("hpc_ckpt_*.ckpt")) if p.is_file()]
+    return str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
 
 
 def capture_rng() -> dict[str, Any]:

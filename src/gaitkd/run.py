@@ -92,6 +92,7 @@ class Built:
 def build(cfg: DictConfig) -> Built:
     """Validate the config, then build data, models, the LightningModule and the Trainer."""
     validate_config(cfg)  # cheap checks, before any data is generated or decoded
+    L.seed_everything(cfg.seed, workers=True)  # data draws and model initialisation depend on the seed only
     teacher_cfgs = teacher_configs(cfg)  # validated before any data is built; {} when no KD term is on
     loggers = build_loggers(cfg.get("logger"))  # likewise (nothing starts before train's logger_session)
     datamodule = instantiate(cfg.data)
@@ -128,7 +129,6 @@ def build(cfg: DictConfig) -> Built:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit (and test) one configuration; returns the metrics also written to ``<output_dir>/metrics.json``."""
-    L.seed_everything(cfg.seed, workers=True)
     resume_from = resolve_ckpt_path(cfg.get("ckpt_path"), str(cfg.get("resume", "auto")), cfg.paths.output_dir)
     built = build(cfg)
     module, trainer = built.module, built.trainer
