@@ -19,7 +19,7 @@ from gaitkd.models import (
     load_opengait_weights,
 )
 from gaitkd.models.blocks import seq_lengths, temporal_max
-from gaitkd.models.gaitgl import GLConv
+from gaitkd.models.gaitgl import GaitGL, GLConv
 
 TOL = 1e-5
 REQUIRED = {"GaitSet", "GaitGL"}  # other fixture models are future work
@@ -300,3 +300,16 @@ def test_from_opengait_accepts_omegaconf():
     d = _fixture("GaitSet")
     model = from_opengait(omegaconf.OmegaConf.create(d["config"]))
     assert count_params(model) == d["param_counts"]["total"]
+
+
+def test_gaitgl_out_channels_widens_only_the_head():
+    """``out_channels`` sets Head0's part width (the study's thin GaitGL keeps OpenGait's 64 x 128 output); unset, the
+    model is OpenGait's (width = channels[-1], same parameters)."""
+    torch.manual_seed(0)
+    wide = GaitGL(channels=(16, 32, 64), class_num=7, out_channels=128).eval()
+    out = wide(torch.rand(2, 6, 64, 44))
+    assert out.embeddings.shape == (2, 128, 64) and out.logits.shape == (2, 7, 64)
+    plain = GaitGL(channels=(16, 32, 64), class_num=7)
+    same = GaitGL(channels=(16, 32, 64), class_num=7, out_channels=64)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in same.state_dict().items()}
+    assert wide.Head0.fc_bin.shape[1:] == (64, 128)

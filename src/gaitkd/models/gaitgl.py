@@ -72,8 +72,10 @@ def _conv3d_lrelu(c_in: int, c_out: int, kernel, stride, padding) -> list[nn.Mod
 class GaitGL(nn.Module):
     """GaitGL: ``sils [N, T, H, W]`` (or packed ``[1, sum(seqL), H, W]``) -> ``GaitOutput``.
 
-    ``embeddings``: post-BN ``bnft [N, channels[-1], 64]`` (OpenGait uses it for both triplet and inference);
-    ``logits``: raw ``[N, class_num, 64]``. With ``bnnecks`` (OpenGait's ``SeparateBNNecks`` model_cfg entry) the
+    ``embeddings``: post-BN ``bnft [N, out_channels, 64]`` (OpenGait uses it for both triplet and inference);
+    ``logits``: raw ``[N, class_num, 64]``. ``out_channels`` (default ``channels[-1]``, OpenGait's only choice) is
+    the width of ``Head0``'s part embeddings: a thin backbone can keep OpenGait's 64 × 128 output. With
+    ``bnnecks`` (OpenGait's ``SeparateBNNecks`` model_cfg entry) the
     head is a BNNeck instead: embeddings = its output, triplet embeddings = the pre-BNNeck feature.
     """
 
@@ -83,9 +85,11 @@ class GaitGL(nn.Module):
         class_num: int = 74,
         dataset_name: str = "CASIA-B",
         bnnecks: Mapping | None = None,
+        out_channels: int | None = None,
     ):
         super().__init__()
         c = [int(v) for v in channels]
+        width = int(out_channels) if out_channels is not None else c[-1]
         deep = dataset_name in DEEP_DATASETS
         if len(c) != (4 if deep else 3):
             branch = "OUMVLP/GREW (4 values)" if deep else f"{dataset_name!r} -> CASIA-B branch (3 values)"
@@ -107,12 +111,12 @@ class GaitGL(nn.Module):
             self.GLConvA1 = GLConv(c[1], c[2], 3)
             self.GLConvB2 = GLConv(c[2], c[2], 3, fm_sign=True)
         self.HPP = GeMHPP(bin_num=(PARTS,))
-        self.Head0 = SeparateFCs(PARTS, c[-1], c[-1])
+        self.Head0 = SeparateFCs(PARTS, c[-1], width)
         if bnnecks is not None:
             self.BNNecks = SeparateBNNecks(**bnnecks)
         else:
-            self.Bn = nn.BatchNorm1d(c[-1])
-            self.Head1 = SeparateFCs(PARTS, c[-1], class_num)
+            self.Bn = nn.BatchNorm1d(width)
+            self.Head1 = SeparateFCs(PARTS, width, class_num)
         init_opengait_(self)
 
     def backbone(self, sils: Tensor) -> Tensor:
