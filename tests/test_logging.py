@@ -162,6 +162,9 @@ def test_csv_run_writes_cmc_and_heatmap_pngs(tmp_path, cache_dir):
     assert any(c.startswith("lr-") for c in columns)
     test_metrics = json.loads((tmp_path / "test_metrics.json").read_text())
     assert test_metrics["NM@R1"] == pytest.approx(metrics["NM@R1"])
+    per_view = json.loads((tmp_path / "per_view.json").read_text())  # the heat-map's numbers, per condition
+    assert set(per_view["rows"]) == {"NM", "BG", "CL"} and all(len(v) == len(per_view["views"])
+                                                               for v in per_view["rows"].values())
     assert "cmc_ranks: 20" in (tmp_path / "csv" / "hparams.yaml").read_text()  # the resolved run config
 
 

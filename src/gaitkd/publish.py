@@ -1,6 +1,7 @@
 """Publishing a test result: the files in the run's output folder and what each logger shows of them.
 
-Whatever the loggers, the output folder gets ``test_metrics.json`` (the headline floats), ``per_view_heatmap.png``
+Whatever the loggers, the output folder gets ``test_metrics.json`` (the headline floats), ``per_view.json`` (rank-1 per
+probe view and condition, CASIA-B / OU-MVLP), ``per_view_heatmap.png``
 (single-view protocols, with ``evaluation.heatmap``) and ``cmc.png`` (with ``evaluation.cmc_ranks`` > 0). W&B gets
 both images and the per-view × per-condition accuracy table (a ``wandb.Table``); TensorBoard the images and the
 table as text. CSV shows nothing more: its metrics, as every logger's, come from ``LightningModule.log``.
@@ -30,6 +31,9 @@ def write_result_files(
     out_dir.mkdir(parents=True, exist_ok=True)
     headline = {k: v for k, v in result.items() if isinstance(v, float)}
     (out_dir / "test_metrics.json").write_text(json.dumps({**headline, **(extra or {})}, indent=2))
+    if "view_list" in result and ("per_view" in result or "acc_per_view" in result):  # numbers behind the heat-map
+        rows = {label: [float(v) for v in values] for label, values, _ in per_view_rows(result)}
+        (out_dir / f"{TABLE}.json").write_text(json.dumps({"views": list(result["view_list"]), "rows": rows}))
     images = {}
     if heatmap and "acc" in result:
         images[HEATMAP] = plot_per_view_heatmap(result, out_dir / f"{HEATMAP}.png")
