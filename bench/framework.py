@@ -1,0 +1,139 @@
+"""Framework overhead: a training step through Lightning's ``Trainer.fit`` vs the same step as a plain PyTorch loop.
+
+    PYTHONPATH=src .venv/bin/python bench/framework.py --models gaitset gaitpart --p 4 --k 2 --frames 10
+
+Per model config (``conf/student/<name>.yaml``, built by ``gaitkd.run.build_module`` as a training run builds it):
+
+- *plain loop*: copies of the student (and its training-only aux head), the configured optimizer and scheduler;
+  per step ``forward -> triplet + part CE (the configured weights) -> zero_grad -> backward -> step -> scheduler``;
+- *Lightning*: the module in a real ``Trainer.fit`` built by ``gaitkd.run.build_trainer`` from the configured
+  trainer and callbacks (progress bar off: it only draws), the CSV logger into a temporary folder; a callback
+  records the time at the end of every batch, so a step is everything between two batch ends (fetch, hooks,
+  logging, closure, optimizer, scheduler).
+
+Both iterate the same in-memory batch (no loading cost), with ``--warmup`` untimed steps first.
+Ratio = Lightning step / plain step (target <= 1.05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import tempfile
+import time
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from omegaconf import open_dict
+from torch.utils.data import DataLoader
+
+from common import compose_run, figure, stats, timed_runs
+from gaitkd.loggers import build_loggers
+from gaitkd.module import GaitKDModule
+from gaitkd.run import build_module, build_trainer
+
+MODELS = ("gaitset", "gaitgl", "gaitpart", "gaitbase", "deepgaitv2")
+# batch (P ids, K sequences each, frames) per model: the 20-minute budget of `make bench` on 2 CPU cores
+SIZES = {"gaitset": (4, 2, 10), "gaitgl": (4, 2, 10), "gaitpart": (4, 2, 10), "gaitbase": (2, 2, 10),
+         "deepgaitv2": (2, 2, 10)}
+
+
+def make_batch(p: int, k: int, frames: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``sils [P*K, T, 64, 44]`` random silhouettes and ``labels`` (K sequences of each of P ids)."""
+    gen = torch.Generator().manual_seed(seed)
+    return {"sils": torch.rand(p * k, frames, 64, 44, generator=gen), "labels": torch.arange(p).repeat_interleave(k)}
+
+
+def plain_step_fn(module: GaitKDModule, batch: dict[str, torch.Tensor]):
+    """The module's training step written as a plain loop, on copies of its student and aux head."""
+    student, aux = copy.deepcopy(module.student).train(), copy.deepcopy(module.aux_head)
+    params = [*student.parameters(), *(aux.parameters() if aux is not None else ())]
+    optimizer = module.optimizer_factory(params=params)
+    scheduler = module.scheduler_factory(optimizer=optimizer) if module.scheduler_factory else None
+    sils, labels = batch["sils"], batch["labels"]
+
+    def step() -> None:
+        out = student(sils)
+        emb = out.train_embeddings
+        loss = module.triplet_weight * module.triplet(embeddings=emb, labels=labels)[0].mean()
+        logits = out.logits if out.logits is not None else (aux(emb) if aux is not None else None)
+        if module.ce_weight and logits is not None:
+            loss = loss + module.ce_weight * module.ce(logits=logits, labels=labels)[0].mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+
+    return step
+
+
+class BatchEnds(Callback):
+    """Records ``time.perf_counter()`` at the end of every training batch."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def on_train_batch_end(self, *args, **kwargs) -> None:
+        self.ends.append(time.perf_counter())
+
+
+def lightning_steps(cfg, module: GaitKDModule, batch: dict, warmup: int, repeats: int) -> list[float]:
+    """Seconds of the ``repeats`` steps after ``warmup`` steps of a real ``Trainer.fit``."""
+    with open_dict(cfg):
+        cfg.trainer.max_steps = warmup + repeats
+        cfg.trainer.enable_progress_bar = False
+        for key in [k for k, v in (cfg.get("callbacks") or {}).items() if "ProgressBar" in str(v.get("_target_"))]:
+            del cfg.callbacks[key]
+    timer = BatchEnds()
+    trainer = build_trainer(cfg, build_loggers(cfg.get("logger")), extra_callbacks=(timer,))
+    # batch_size=None: the loader hands on the in-memory batch as it is (a bare list would be taken as many loaders)
+    trainer.fit(module, train_dataloaders=DataLoader([batch] * (warmup + repeats), batch_size=None))
+    ends = timer.ends[max(warmup, 1) - 1:]
+    return [b - a for a, b in zip(ends, ends[1:])]
+
+
+def bench_model(name: str, size: tuple[int, int, int], warmup: int, repeats: int, overrides=()) -> dict:
+    """The framework-overhead figure of one student config."""
+    p, k, frames = size
+    batch = make_batch(p, k, frames)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_run([f"student={name}", "trainer=cpu", *overrides], tmp)
+        torch.manual_seed(0)
+        module = build_module(cfg, p, {})
+        plain = timed_runs(plain_step_fn(module, batch), repeats, warmup)
+        trainer_runs = lightning_steps(cfg, module, batch, warmup, repeats)
+    return figure("framework", name, stats(trainer_runs), bound=stats(plain), bound_name="plain PyTorch loop step",
+                  target=1.05, model=type(module.student).__name__, batch=p * k, frames=frames, warmup=warmup,
+                  logger=list(cfg.logger or {}), log_every_n_steps=int(cfg.trainer.log_every_n_steps))
+
+
+def run(models=MODELS, sizes=None, warmup: int = 2, repeats: int = 5, log=print) -> list[dict]:
+    """One figure per model; ``sizes`` maps a model to (P, K, frames) (default ``SIZES``)."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    figures = []
+    for name in models:
+        p, k, frames = (sizes or SIZES).get(name, (2, 2, 10))
+        fig = bench_model(name, (p, k, frames), warmup, repeats)
+        figures.append(fig)
+        log(f"  framework {name:>12} ({p * k} seqs x {frames} frames): Lightning {fig['value']['median']:.3f} s / "
+            f"plain {fig['bound']['median']:.3f} s = {fig['ratio']:.3f}")
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--p", type=int, default=None, help="ids per batch (default: per-model SIZES)")
+    parser.add_argument("--k", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    sizes = {m: (args.p, args.k, args.frames) for m in args.models} if args.p else None
+    run(args.models, sizes, args.warmup, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
