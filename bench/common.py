@@ -9,6 +9,7 @@ where ``stats = {"median", "min", "max", "n", "runs"}`` and ``ratio = value.medi
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -40,6 +41,19 @@ def timed_runs(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[flo
     return times
 
 
+def interleaved_runs(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall seconds of ``repeats`` calls of every function, called in turn (one of each per round), so that the
+    slow drifts of a shared machine affect them alike; ``warmup`` untimed rounds first."""
+    runs: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(warmup + repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                runs[name].append(time.perf_counter() - start)
+    return runs
+
+
 def stats(runs: list[float]) -> dict[str, Any]:
     """Median, min, max and count of timed runs (the runs themselves kept for the record)."""
     runs = [float(r) for r in runs]
@@ -60,6 +74,16 @@ def compose_run(overrides: list[str], out_dir: str = ".") -> DictConfig:
     """``conf/run.yaml`` composed with ``BENCH_OVERRIDES`` and then ``overrides``; outputs into ``out_dir``."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("run", overrides=[*BENCH_OVERRIDES, *overrides, f"paths.output_dir={out_dir}"])
+
+
+def batch_parser(doc: str, p: int | None = 4, repeats: int = 5) -> argparse.ArgumentParser:
+    """The command line of a step benchmark: ``--p`` ids x ``--k`` sequences x ``--frames``, ``--repeats``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--p", type=int, default=p, help="ids per batch")
+    parser.add_argument("--k", type=int, default=2, help="sequences per id")
+    parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed calls (median, min, max)")
+    return parser
 
 
 def cpu_model() -> str | None:

@@ -7,17 +7,18 @@ Per model config (``conf/student/<name>.yaml``, built by ``gaitkd.run.build_modu
 - *plain loop*: copies of the student (and its training-only aux head), the configured optimizer and scheduler;
   per step ``forward -> triplet + part CE (the configured weights) -> zero_grad -> backward -> step -> scheduler``;
 - *Lightning*: the module in a real ``Trainer.fit`` built by ``gaitkd.run.build_trainer`` from the configured
-  trainer and callbacks (progress bar off: it only draws), the CSV logger into a temporary folder; a callback
-  records the time at the end of every batch, so a step is everything between two batch ends (fetch, hooks,
-  logging, closure, optimizer, scheduler).
+  trainer and callbacks (progress bar off: it only draws), the CSV logger into a temporary folder; a step is
+  everything from one batch end to the next (fetch, hooks, logging, closure, optimizer, scheduler).
 
-Both iterate the same in-memory batch (no loading cost), with ``--warmup`` untimed steps first.
+The plain step runs right after each Trainer step (a callback, not counted in the Trainer's time), so slow drifts
+of a shared machine hit both alike. The Trainer reads the same in-memory batch again and again (no loading cost);
+``--warmup`` steps of each are not timed. With 2 + 10
+steps the timed window holds one step where the logger writes (``log_every_n_steps: 10``), as in training.
 Ratio = Lightning step / plain step (target <= 1.05).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import tempfile
@@ -28,7 +29,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 from torch.utils.data import DataLoader
 
-from common import compose_run, figure, stats, timed_runs
+from common import batch_parser, compose_run, figure, stats
 from gaitkd.loggers import build_loggers
 from gaitkd.module import GaitKDModule
 from gaitkd.run import build_module, build_trainer
@@ -69,29 +70,47 @@ def plain_step_fn(module: GaitKDModule, batch: dict[str, torch.Tensor]):
     return step
 
 
-class BatchEnds(Callback):
-    """Records ``time.perf_counter()`` at the end of every training batch."""
+class Interleaved(Callback):
+    """Times the Trainer's steps and runs one plain step after each, so that both see the same machine state.
 
-    def __init__(self) -> None:
-        self.ends: list[float] = []
+    At the end of batch ``i`` the Trainer's step ``i`` is ``now - mark`` (``mark``: the end of the previous plain
+    step; hooks before and after this callback count once each), then the plain step runs (timed from ``warmup`` on)
+    and ``mark`` is taken.
+    """
+
+    def __init__(self, plain_step, warmup: int) -> None:
+        self.plain_step, self.warmup = plain_step, max(1, warmup)  # the first interval has no start
+        self.trainer_runs: list[float] = []
+        self.plain_runs: list[float] = []
+        self.mark = 0.0
+        self.batches = 0
 
     def on_train_batch_end(self, *args, **kwargs) -> None:
-        self.ends.append(time.perf_counter())
+        now = time.perf_counter()
+        timed = self.batches >= self.warmup
+        if timed:
+            self.trainer_runs.append(now - self.mark)
+        with torch.enable_grad():
+            self.plain_step()
+        end = time.perf_counter()
+        if timed:
+            self.plain_runs.append(end - now)
+        self.batches += 1
+        self.mark = time.perf_counter()
 
 
-def lightning_steps(cfg, module: GaitKDModule, batch: dict, warmup: int, repeats: int) -> list[float]:
-    """Seconds of the ``repeats`` steps after ``warmup`` steps of a real ``Trainer.fit``."""
+def interleaved_steps(cfg, module: GaitKDModule, batch: dict, warmup: int, repeats: int) -> Interleaved:
+    """A real ``Trainer.fit`` of ``warmup + repeats`` steps with a plain step after each (see ``Interleaved``)."""
     with open_dict(cfg):
         cfg.trainer.max_steps = warmup + repeats
         cfg.trainer.enable_progress_bar = False
         for key in [k for k, v in (cfg.get("callbacks") or {}).items() if "ProgressBar" in str(v.get("_target_"))]:
             del cfg.callbacks[key]
-    timer = BatchEnds()
+    timer = Interleaved(plain_step_fn(module, batch), warmup)  # copies the student before fit changes it
     trainer = build_trainer(cfg, build_loggers(cfg.get("logger")), extra_callbacks=(timer,))
     # batch_size=None: the loader hands on the in-memory batch as it is (a bare list would be taken as many loaders)
     trainer.fit(module, train_dataloaders=DataLoader([batch] * (warmup + repeats), batch_size=None))
-    ends = timer.ends[max(warmup, 1) - 1:]
-    return [b - a for a, b in zip(ends, ends[1:])]
+    return timer
 
 
 def bench_model(name: str, size: tuple[int, int, int], warmup: int, repeats: int, overrides=()) -> dict:
@@ -102,11 +121,11 @@ def bench_model(name: str, size: tuple[int, int, int], warmup: int, repeats: int
         cfg = compose_run([f"student={name}", "trainer=cpu", *overrides], tmp)
         torch.manual_seed(0)
         module = build_module(cfg, p, {})
-        plain = timed_runs(plain_step_fn(module, batch), repeats, warmup)
-        trainer_runs = lightning_steps(cfg, module, batch, warmup, repeats)
-    return figure("framework", name, stats(trainer_runs), bound=stats(plain), bound_name="plain PyTorch loop step",
-                  target=1.05, model=type(module.student).__name__, batch=p * k, frames=frames, warmup=warmup,
-                  logger=list(cfg.logger or {}), log_every_n_steps=int(cfg.trainer.log_every_n_steps))
+        timer = interleaved_steps(cfg, module, batch, warmup, repeats)
+    return figure("framework", name, stats(timer.trainer_runs), bound=stats(timer.plain_runs),
+                  bound_name="plain PyTorch loop step", target=1.05, model=type(module.student).__name__,
+                  batch=p * k, frames=frames, warmup=warmup, logger=list(cfg.logger or {}),
+                  log_every_n_steps=int(cfg.trainer.log_every_n_steps))
 
 
 def run(models=MODELS, sizes=None, warmup: int = 2, repeats: int = 5, log=print) -> list[dict]:
@@ -123,13 +142,9 @@ def run(models=MODELS, sizes=None, warmup: int = 2, repeats: int = 5, log=print)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = batch_parser(__doc__, p=None, repeats=10)  # --p unset: the per-model SIZES
     parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--p", type=int, default=None, help="ids per batch (default: per-model SIZES)")
-    parser.add_argument("--k", type=int, default=2)
-    parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     sizes = {m: (args.p, args.k, args.frames) for m in args.models} if args.p else None
     run(args.models, sizes, args.warmup, args.repeats)

@@ -7,13 +7,12 @@ A configuration is built as a training run builds it (``gaitkd.run.build_teacher
 randomly initialised teachers saved as checkpoints. The student step and the KD step are the LightningModule's own
 ``training_step`` + backward + optimizer (+ scheduler) step, no Trainer (``bench/framework.py`` measures the
 Trainer); each teacher forward runs as in training (``perf.teacher_context``: ``inference_mode`` by default).
-Each figure is the median of ``--repeats`` timed calls after one warm-up. A ratio of 1.00 means the KD branches
-cost nothing beyond the forwards.
+Each figure is the median of ``--repeats`` timed calls after one warm-up, the three called in turn. A ratio of
+1.00 means the KD branches cost nothing beyond the forwards.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, open_dict
 
-from common import compose_run, figure, stats, timed_runs
+from common import batch_parser, compose_run, figure, interleaved_runs, stats, timed_runs
 from gaitkd.distill.branch import probe_shape
 from gaitkd.models import count_params
 from gaitkd.module import GaitKDModule
@@ -97,9 +96,9 @@ def bench_config(name: str, overrides: list[str], p: int, k: int, frames: int, r
             with kd.perf.teacher_context("cpu"):
                 model(batch["sils"])
 
-    student = timed_runs(step_fn(plain, batch), repeats)
-    teacher = timed_runs(teacher_forwards, repeats)
-    kd_runs = timed_runs(step_fn(kd, batch), repeats)
+    runs = interleaved_runs({"student": step_fn(plain, batch), "teacher": teacher_forwards,
+                             "kd": step_fn(kd, batch)}, repeats)
+    student, teacher, kd_runs = runs["student"], runs["teacher"], runs["kd"]
     bound = [s + t for s, t in zip(sorted(student), sorted(teacher))]  # medians add: sorted runs pair up
     return figure("kd_step", name, kd_runs, bound=stats(bound), bound_name="student step + teacher forward(s)",
                   target=1.05, teachers={n: type(m).__name__ for n, m in kd.teachers.items()},
@@ -127,13 +126,9 @@ def run(experiments=EXPERIMENTS, pairs=(), p: int = 4, k: int = 2, frames: int =
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = batch_parser(__doc__, repeats=3)
     parser.add_argument("--experiments", nargs="*", default=list(EXPERIMENTS), help="conf/experiment names")
     parser.add_argument("--pairs", nargs="*", default=[], help="teacher:student config names (distill=gaitkd)")
-    parser.add_argument("--p", type=int, default=4)
-    parser.add_argument("--k", type=int, default=2)
-    parser.add_argument("--frames", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "kd_step.json")
     args = parser.parse_args()
     figures = run(args.experiments, args.pairs, args.p, args.k, args.frames, args.repeats)

@@ -135,8 +135,10 @@ def render(results: dict) -> str:
              "Each figure is the median (min–max) of the timed repeats after warm-up, with its bound measured in the "
              "same run; the ratio is of the medians. Nothing here is asserted on.", ""]
     for section, block in results["sections"].items():
-        if block.get("skipped"):
-            lines += [f"## {TITLES.get(section, (section,))[0]}", "", f"Skipped: {block['skipped']}.", ""]
+        if block.get("skipped") or block.get("failed"):
+            why = f"Skipped: {block['skipped']}." if block.get("skipped") else (
+                f"Failed: `{block['failed'].strip().splitlines()[-1]}` (traceback in results.json).")
+            lines += [f"## {TITLES.get(section, (section,))[0]}", "", why, ""]
             continue
         lines += section_table(section, block["figures"])
         lines.append(f"Section wall time {block['seconds']:.0f} s. {block.get('note', '')}".rstrip())

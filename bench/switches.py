@@ -9,12 +9,12 @@ seed). Per variant:
 - *exactness*: max abs difference to the defaults of the student's training embeddings, every teacher's outputs
   and the training loss, on the same batch before any update;
 - *warm-up*: wall time of that first forward + loss and the first step (where ``torch.compile`` compiles);
-- *step*: median / min / max of ``--repeats`` steps after that; ratio = variant step / default step.
+- *step*: median / min / max of ``--repeats`` steps after one more warm-up round, all variants stepped in turn
+  (one step of each per round); ratio = variant step / default step.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from common import figure, timed_runs
+from common import batch_parser, figure, interleaved_runs
 from gaitkd.module import TEACHER_PREFIX
 from kd_step import compose_run, make_module, random_teachers, step_fn
 
@@ -53,7 +53,8 @@ def outputs(module, batch: dict) -> dict[str, torch.Tensor]:
     return found
 
 
-def bench_variant(overrides: list[str], batch: dict, teacher_dir: Path, repeats: int) -> tuple[dict, dict]:
+def prepare(overrides: list[str], batch: dict, teacher_dir: Path) -> tuple[dict, object, float]:
+    """Build one variant; (its outputs before any update, its step function, warm-up seconds)."""
     p = int(batch["labels"].max()) + 1
     cfg = compose_run(overrides)
     torch.manual_seed(0)
@@ -64,54 +65,50 @@ def bench_variant(overrides: list[str], batch: dict, teacher_dir: Path, repeats:
     found = outputs(module, batch)
     step = step_fn(module, batch)
     step()
-    warm = time.perf_counter() - start
-    runs = timed_runs(step, repeats, warmup=1)
-    return found, {"runs": runs, "warmup_s": warm}
+    return found, step, time.perf_counter() - start
 
 
 def run(experiment: str = "gaitgl_to_gaitset", p: int = 4, k: int = 2, frames: int = 10, repeats: int = 5,
         variants=tuple(VARIANTS), overrides=(), log=print) -> list[dict]:
     """One figure per variant (the reference included, ratio 1 by definition); ``overrides`` apply to all.
+    All variants are built and warmed up first, then their steps are timed in turn (one of each per round).
     ``torch.compile`` gets an empty inductor cache, so its warm-up is the compile time of a first run."""
     batch = {"sils": torch.rand(p * k, frames, 64, 44, generator=torch.Generator().manual_seed(0)),
              "labels": torch.arange(p).repeat_interleave(k)}
     names = ["defaults", *[v for v in variants if v != "defaults"]]
-    figures, reference, ref_runs = [], {}, None
+    found, steps, warm = {}, {}, {}
     cache_env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")
         try:
             for name in names:
-                found, timing = bench_variant([f"+experiment={experiment}", *overrides, *VARIANTS[name]], batch,
-                                              Path(tmp), repeats)
-                if name == "defaults":
-                    reference, ref_runs = found, timing["runs"]
-                diffs = {key: float((value - reference[key]).abs().max()) for key, value in found.items()}
-                rel = {key: diffs[key] / max(float(reference[key].abs().max()), 1e-30) for key in diffs}
-                fig = figure("switches", name, timing["runs"], bound=ref_runs, bound_name="KD step, perf defaults",
-                             overrides=VARIANTS[name], experiment=experiment, batch=p * k, frames=frames,
-                             overrides_all=list(overrides), warmup_s=timing["warmup_s"], max_abs_diff=diffs,
-                             max_rel_diff=rel, exact=max(diffs.values()) == 0.0)
-                figures.append(fig)
-                log(f"  switch {name:>22}: step {fig['value']['median']:.3f} s = {fig['ratio']:.3f} x defaults, "
-                    f"warm-up {timing['warmup_s']:.1f} s, max |diff| {max(diffs.values()):.1e} "
-                    f"(relative {max(rel.values()):.1e})")
+                found[name], steps[name], warm[name] = prepare(
+                    [f"+experiment={experiment}", *overrides, *VARIANTS[name]], batch, Path(tmp))
+                log(f"  switch {name:>22}: built, warm-up {warm[name]:.1f} s")
+            runs = interleaved_runs(steps, repeats)
         finally:
             if cache_env is None:
                 os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
             else:
                 os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_env
+    figures, reference = [], found["defaults"]
+    for name in names:
+        diffs = {key: float((value - reference[key]).abs().max()) for key, value in found[name].items()}
+        rel = {key: diffs[key] / max(float(reference[key].abs().max()), 1e-30) for key in diffs}
+        fig = figure("switches", name, runs[name], bound=runs["defaults"], bound_name="KD step, perf defaults",
+                     overrides=VARIANTS[name], experiment=experiment, batch=p * k, frames=frames,
+                     overrides_all=list(overrides), warmup_s=warm[name], max_abs_diff=diffs, max_rel_diff=rel,
+                     exact=max(diffs.values()) == 0.0)
+        figures.append(fig)
+        log(f"  switch {name:>22}: step {fig['value']['median']:.3f} s = {fig['ratio']:.3f} x defaults, "
+            f"max |diff| {max(diffs.values()):.1e} (relative {max(rel.values()):.1e})")
     return figures
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = batch_parser(__doc__)
     parser.add_argument("--experiment", default="gaitgl_to_gaitset")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--p", type=int, default=4)
-    parser.add_argument("--k", type=int, default=2)
-    parser.add_argument("--frames", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     run(args.experiment, args.p, args.k, args.frames, args.repeats, args.variants)
 
