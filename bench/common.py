@@ -29,6 +29,12 @@ from gaitkd.run import CONF_DIR
 BENCH_OVERRIDES = ["optimizer.lr=0.001"]
 
 
+def make_batch(p: int, k: int, frames: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``sils [P*K, T, 64, 44]`` random silhouettes and ``labels`` (K sequences of each of P ids)."""
+    gen = torch.Generator().manual_seed(seed)
+    return {"sils": torch.rand(p * k, frames, 64, 44, generator=gen), "labels": torch.arange(p).repeat_interleave(k)}
+
+
 def timed_runs(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
     """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
     for _ in range(warmup):

@@ -12,8 +12,8 @@ Per model config (``conf/student/<name>.yaml``, built by ``gaitkd.run.build_modu
 
 The plain step runs right after each Trainer step (a callback, not counted in the Trainer's time), so slow drifts
 of a shared machine hit both alike. The Trainer reads the same in-memory batch again and again (no loading cost);
-``--warmup`` steps of each are not timed. With 2 + 10
-steps the timed window holds one step where the logger writes (``log_every_n_steps: 10``), as in training.
+``--warmup`` steps of each are not timed. With 2 + 10 steps the timed window holds one step where the logger
+writes (``log_every_n_steps: 10``), as in training.
 Ratio = Lightning step / plain step (target <= 1.05).
 """
 
@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 from torch.utils.data import DataLoader
 
-from common import batch_parser, compose_run, figure, stats
+from common import batch_parser, compose_run, figure, make_batch, stats
 from gaitkd.loggers import build_loggers
 from gaitkd.module import GaitKDModule
 from gaitkd.run import build_module, build_trainer
@@ -38,12 +38,6 @@ MODELS = ("gaitset", "gaitgl", "gaitpart", "gaitbase", "deepgaitv2")
 # batch (P ids, K sequences each, frames) per model: the 20-minute budget of `make bench` on 2 CPU cores
 SIZES = {"gaitset": (4, 2, 10), "gaitgl": (4, 2, 10), "gaitpart": (4, 2, 10), "gaitbase": (2, 2, 10),
          "deepgaitv2": (2, 2, 10)}
-
-
-def make_batch(p: int, k: int, frames: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """``sils [P*K, T, 64, 44]`` random silhouettes and ``labels`` (K sequences of each of P ids)."""
-    gen = torch.Generator().manual_seed(seed)
-    return {"sils": torch.rand(p * k, frames, 64, 44, generator=gen), "labels": torch.arange(p).repeat_interleave(k)}
 
 
 def plain_step_fn(module: GaitKDModule, batch: dict[str, torch.Tensor]):

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, open_dict
 
-from common import batch_parser, compose_run, figure, interleaved_runs, stats, timed_runs
+from common import batch_parser, compose_run, figure, interleaved_runs, make_batch, stats, timed_runs
 from gaitkd.distill.branch import probe_shape
 from gaitkd.models import count_params
 from gaitkd.module import GaitKDModule
@@ -80,8 +80,7 @@ def random_teachers(cfg: DictConfig, num_classes: int, folder: Path) -> dict:
 
 def bench_config(name: str, overrides: list[str], p: int, k: int, frames: int, repeats: int) -> dict:
     """KD-step figure of one configuration (``overrides`` of ``conf/run.yaml``)."""
-    batch = {"sils": torch.rand(p * k, frames, 64, 44, generator=torch.Generator().manual_seed(0)),
-             "labels": torch.arange(p).repeat_interleave(k)}
+    batch = make_batch(p, k, frames)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_run(overrides)
         torch.manual_seed(0)

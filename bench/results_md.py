@@ -159,7 +159,9 @@ def render(results: dict) -> str:
             lines += section_table(section, block["figures"])
         else:
             lines += [f"## {TITLES[section][0]}", "", "See [Switches tried](#switches-tried).", ""]
-        lines.append(f"Section wall time {block['seconds']:.0f} s. {block.get('note', '')}".rstrip())
+        when = "" if block.get("timestamp", results["timestamp"]) == results["timestamp"] else (
+            f" (kept from the run of {block['timestamp']})")
+        lines.append(f"Section wall time {block['seconds']:.0f} s{when}.")
         lines.append("")
     return "\n".join(lines + switches_table(results))
 

@@ -75,6 +75,8 @@ PLANS = {
         "demo": {"run": False},
     },
 }
+# full-plan section times estimated from the CPU budget notes and earlier runs on a quiet 2-core machine (~17 min)
+EXPECTED_S = {"eval": 300, "loader": 60, "framework": 110, "kd_step": 30, "switches": 120, "export": 30, "demo": 360}
 EVAL_TARGETS = {"casia_b": 1.5, "oumvlp": 1.2}  # issue 4's single-view targets (bench/README.md)
 
 
@@ -191,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def log(line: str) -> None:
         console.print(line, markup=False)
+
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="lightning")
 
@@ -210,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     for section in SECTIONS:
         if section not in args.sections:
             continue
-        console.rule(f"{section}: {results_md.TITLES[section][1]}", align="left")
+        expect = f" (expected ~{EXPECTED_S[section] / 60:.1f} min on a quiet machine)" if not args.smoke else ""
+        console.rule(f"{section}: {results_md.TITLES[section][1]}{expect}", align="left")
         t0 = time.perf_counter()
         try:
             block = {"figures": RUNNERS[section](plan[section], log)}
@@ -219,7 +223,8 @@ def main(argv: list[str] | None = None) -> None:
         except Exception:  # the other sections still run; the run fails at the end
             block = {"failed": traceback.format_exc()}
             log(block["failed"])
-        block.update(seconds=time.perf_counter() - t0, timestamp=results["timestamp"], plan=plan[section])
+        block.update(seconds=time.perf_counter() - t0, timestamp=results["timestamp"], command=results["command"],
+                     plan=plan[section])
         results["sections"][section] = block
         log(f"   {section}: {block['seconds']:.0f} s (total {time.perf_counter() - start:.0f} s)")
         results_path.write_text(json.dumps(results, indent=2, default=str))  # a crash later keeps what was done

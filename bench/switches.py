@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from common import batch_parser, figure, interleaved_runs
+from common import batch_parser, figure, interleaved_runs, make_batch
 from gaitkd.module import TEACHER_PREFIX
 from kd_step import compose_run, make_module, random_teachers, step_fn
 
@@ -73,8 +73,7 @@ def run(experiment: str = "gaitgl_to_gaitset", p: int = 4, k: int = 2, frames: i
     """One figure per variant (the reference included, ratio 1 by definition); ``overrides`` apply to all.
     All variants are built and warmed up first, then their steps are timed in turn (one of each per round).
     ``torch.compile`` gets an empty inductor cache, so its warm-up is the compile time of a first run."""
-    batch = {"sils": torch.rand(p * k, frames, 64, 44, generator=torch.Generator().manual_seed(0)),
-             "labels": torch.arange(p).repeat_interleave(k)}
+    batch = make_batch(p, k, frames)
     names = ["defaults", *[v for v in variants if v != "defaults"]]
     found, steps, warm = {}, {}, {}
     cache_env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
