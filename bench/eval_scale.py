@@ -37,12 +37,15 @@ CASES = {
     "casia_b_16": ("casia_b", 50, 256, 16, True, 5),
     "casia_b_62": ("casia_b", 50, 256, 62, True, 3),
     "oumvlp_16": ("oumvlp", 5154, 256, 16, True, 1),
+    "oumvlp_single": ("oumvlp", 5154, 256, 16, False, 1),  # single-view only (`make bench`'s time budget)
     "oumvlp_quarter": ("oumvlp", 2577, 256, 16, False, 1),  # half the ids: a quarter of the products
 }
 QUICK = {
     "casia_b_16": ("casia_b", 6, 32, 16, True, 1),
     "oumvlp_16": ("oumvlp", 40, 32, 16, True, 1),
 }
+# cases that time only the tiled products (the faster way at OU-MVLP size, bench/README.md): saves ~2 min there
+TILED_ONLY = {"oumvlp_single"}
 BLOCK_ELEMENTS, TILE = 1 << 25, 2048  # bare products: full-width output block (128 MB) or square tiles
 
 
@@ -58,18 +61,19 @@ def bare_products(emb: torch.Tensor, probes: np.ndarray, gallery: np.ndarray) ->
     return min(bare_product_times(emb, probes, gallery).values())
 
 
-def bare_product_times(emb: torch.Tensor, probes: np.ndarray, gallery: np.ndarray) -> dict[str, float]:
+def bare_product_times(emb: torch.Tensor, probes: np.ndarray, gallery: np.ndarray,
+                       ways: tuple[str, ...] = ("full_width", "tiled")) -> dict[str, float]:
     """Seconds of every per-part GEMM ``X_p Y_pᵀ`` (probes x gallery) into reused buffers, nothing else.
 
     Part-major copies are made first and not timed. Two ways are timed and the faster counts: full gallery width
     per block of probe rows (fastest at CASIA-B size here) and 2048 x 2048 output tiles (fastest at OU-MVLP size):
-    this is the floor an exact per-part distance cannot go below.
+    this is the floor an exact per-part distance cannot go below. ``ways``: which of the two to time.
     """
     xp = emb[torch.as_tensor(probes)].permute(2, 0, 1).contiguous()  # [P, nq, C]
     yp = emb[torch.as_tensor(gallery)].permute(2, 0, 1).contiguous()  # [P, ng, C]
     nq, ng = xp.shape[1], yp.shape[1]
-    full_rows = max(1, BLOCK_ELEMENTS // ng)
-    return {"full_width": _products(xp, yp, full_rows, ng), "tiled": _products(xp, yp, min(TILE, nq), min(TILE, ng))}
+    shapes = {"full_width": (max(1, BLOCK_ELEMENTS // ng), ng), "tiled": (min(TILE, nq), min(TILE, ng))}
+    return {way: _products(xp, yp, *shapes[way]) for way in ways}
 
 
 def _products(xp: torch.Tensor, yp: torch.Tensor, rows: int, cols: int) -> float:
@@ -100,16 +104,23 @@ def run_case(name: str, quick: bool) -> dict:
     warm = slice(0, len(labels) // ids * 2)  # two identities: thread pools and first-call paths warmed up
     evaluate(protocol, emb[warm], labels[warm], types[warm], views[warm])
     # The protocols run first so that the peak RSS is theirs: the bare products' part-major copies come after.
-    row["single_view_s"], result = _timed(lambda: evaluate(protocol, emb, labels, types, views), repeats)
+    row["single_view_runs"], result = _timed(lambda: evaluate(protocol, emb, labels, types, views), repeats)
+    row["single_view_s"] = float(np.median(row["single_view_runs"]))
     row["single_view_result"] = {k: v for k, v in result.items() if isinstance(v, float)}
     if cross:  # the cross-view gallery is every non-probe type: other products, measured on their own
-        row["cross_view_s"], _ = _timed(
+        row["cross_view_runs"], _ = _timed(
             lambda: evaluate(protocol, emb, labels, types, views, cross_view_gallery=True), repeats)
+        row["cross_view_s"] = float(np.median(row["cross_view_runs"]))
     row["peak_rss_gb"] = _peak_rss_gb()
-    ways = [bare_product_times(emb, probes, gallery) for _ in range(repeats)]
-    row["bare_full_width_s"], row["bare_tiled_s"] = (float(np.median([w[k] for w in ways])) for k in ways[0])
-    row["bare_products_s"] = min(row["bare_full_width_s"], row["bare_tiled_s"])
-    row["single_view_ratio_full_width"] = row["single_view_s"] / row["bare_full_width_s"]
+    chosen = ("tiled",) if name in TILED_ONLY else ("full_width", "tiled")
+    ways = [bare_product_times(emb, probes, gallery, chosen) for _ in range(repeats)]
+    medians = {way: float(np.median([w[way] for w in ways])) for way in chosen}
+    row.update({f"bare_{way}_s": value for way, value in medians.items()})
+    fastest = min(medians, key=medians.get)
+    row["bare_products_s"], row["bare_products_way"] = medians[fastest], fastest
+    row["bare_products_runs"] = [w[fastest] for w in ways]
+    if "full_width" in medians:
+        row["single_view_ratio_full_width"] = row["single_view_s"] / row["bare_full_width_s"]
     row["bare_gflop"] = 2.0 * parts * len(probes) * len(gallery) * channels / 1e9
     row["bare_gflop_per_s"] = row["bare_gflop"] / row["bare_products_s"]
     row["single_view_ratio"] = row["single_view_s"] / row["bare_products_s"]
@@ -118,25 +129,45 @@ def run_case(name: str, quick: bool) -> dict:
         c_probes = np.flatnonzero(np.isin(typ, [t for ts in spec.probe_types.values() for t in ts]))
         c_gallery = np.flatnonzero(np.isin(typ, spec.gallery_types))
         same = np.array_equal(c_probes, probes) and np.array_equal(c_gallery, gallery)  # OU-MVLP: 00 vs 01 again
-        row["cross_view_bare_s"] = row["bare_products_s"] if same else _timed(
+        row["cross_view_bare_runs"] = row["bare_products_runs"] if same else _timed(
             lambda: bare_products(emb, c_probes, c_gallery), repeats)[0]
+        row["cross_view_bare_s"] = float(np.median(row["cross_view_bare_runs"]))
         row["cross_view_ratio"] = row["cross_view_s"] / row["cross_view_bare_s"]
     return row
 
 
-def _timed(fn, repeats: int) -> tuple[float, object]:
-    """(median wall time of ``repeats`` calls, last return value); a float return value (``bare_products``) is
-    taken as the call's own timing of its timed part."""
+def _timed(fn, repeats: int) -> tuple[list[float], object]:
+    """(wall times of ``repeats`` calls, last return value); a float return value (``bare_products``) is taken as
+    the call's own timing of its timed part."""
     times, value = [], None
     for _ in range(repeats):
         start = time.perf_counter()
         value = fn()
         times.append(value if isinstance(value, float) else time.perf_counter() - start)
-    return float(np.median(times)), value
+    return times, value
 
 
 def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
+
+
+def run_cases(cases: list[str], quick: bool = False, threads: int | None = None, log=print) -> list[dict]:
+    """Run every case in its own process (peak RSS of its own) and return their rows."""
+    rows = []
+    for name in cases:
+        cmd = [sys.executable, __file__, "--worker", name, *(["--quick"] if quick else []),
+               *(["--threads", str(threads)] if threads else [])]
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        cross = (f", cross-view {row['cross_view_s']:.2f} s = {row['cross_view_ratio']:.2f}x its products"
+                 if "cross_view_s" in row else "")
+        log(f"{name:>11}: {row['sequences']:,} seqs, {row['probes']:,} x {row['gallery']:,}; bare products "
+            f"{row['bare_products_s']:.2f} s ({row['bare_gflop_per_s']:.0f} GFLOP/s); single-view "
+            f"{row['single_view_s']:.2f} s = {row['single_view_ratio']:.3f}x ({row['bare_products_way']} products"
+            + (f"; full-width: {row['single_view_ratio_full_width']:.3f}x" if "single_view_ratio_full_width" in row
+               else "") + f"){cross}; peak RSS {row['peak_rss_gb']:.2f} GB")
+    return rows
 
 
 def main() -> None:
@@ -157,20 +188,7 @@ def main() -> None:
     unknown = sorted(set(cases) - set(table))
     if unknown:
         parser.error(f"unknown case(s) {unknown}; choose from {list(table)}")
-    rows = []
-    for name in cases:
-        cmd = [sys.executable, __file__, "--worker", name, *(["--quick"] if args.quick else []),
-               *(["--threads", str(args.threads)] if args.threads else [])]
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        row = json.loads(done.stdout.strip().splitlines()[-1])
-        rows.append(row)
-        cross = (f", cross-view {row['cross_view_s']:.2f} s = {row['cross_view_ratio']:.2f}x its products"
-                 if "cross_view_s" in row else "")
-        print(f"{name:>11}: {row['sequences']:,} seqs, {row['probes']:,} x {row['gallery']:,}; bare products "
-              f"{row['bare_products_s']:.2f} s ({row['bare_gflop_per_s']:.0f} GFLOP/s); single-view "
-              f"{row['single_view_s']:.2f} s = {row['single_view_ratio']:.3f}x (full-width products: "
-              f"{row['single_view_ratio_full_width']:.3f}x){cross}; peak RSS "
-              f"{row['peak_rss_gb']:.2f} GB", flush=True)
+    rows = run_cases(cases, args.quick, args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "quick": args.quick}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))

@@ -1,111 +1,139 @@
-"""KD step overhead: time(KD step) / (time(student step) + time(teacher forward)), measured in one run.
+"""KD step overhead: time(KD step) / (time(student step) + time(teacher forwards)), measured in one run.
 
-    .venv/bin/python bench/kd_step.py --pairs gaitgl:gaitset gaitgl_narrow:gaitset_small --p 4 --k 4 --frames 15
+    .venv/bin/python bench/kd_step.py --experiments gaitgl_to_gaitset two_teachers --p 4 --k 2 --frames 10
+    .venv/bin/python bench/kd_step.py --pairs gaitgl:gaitset gaitpart:gaitgl          # teacher:student, distill=gaitkd
 
-Each figure is the median of ``--repeats`` timed calls after one warm-up. The student step and the KD step are the
-LightningModule's own ``training_step`` + backward + optimizer step (no Trainer); the teacher forward runs under
-``torch.inference_mode`` as in training. A ratio of 1.00 means the KD branches cost nothing beyond the two forwards.
+A configuration is built as a training run builds it (``gaitkd.run.build_teacher`` / ``build_module``) with
+randomly initialised teachers saved as checkpoints. The student step and the KD step are the LightningModule's own
+``training_step`` + backward + optimizer (+ scheduler) step, no Trainer (``bench/framework.py`` measures the
+Trainer); each teacher forward runs as in training (``perf.teacher_context``: ``inference_mode`` by default).
+Each figure is the median of ``--repeats`` timed calls after one warm-up, the three called in turn. A ratio of
+1.00 means the KD branches cost nothing beyond the forwards.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import time
-from functools import partial
+import sys
+import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, open_dict
 
+from common import batch_parser, compose_run, figure, interleaved_runs, make_batch, stats, timed_runs
 from gaitkd.distill.branch import probe_shape
 from gaitkd.models import count_params
 from gaitkd.module import GaitKDModule
-from gaitkd.run import CONF_DIR, _model_config
+from gaitkd.run import build_model, build_module, build_teacher
+from gaitkd.teacher_config import teacher_configs
+
+EXPERIMENTS = ("gaitgl_to_gaitset", "two_teachers")
 
 
 def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median wall seconds of ``repeats`` calls after one warm-up call."""
+    return statistics.median(timed_runs(fn, repeats))
 
 
-def make_module(cfg, num_classes: int, teacher: torch.nn.Module | None) -> GaitKDModule:
-    module = GaitKDModule(
-        student=instantiate(_model_config(cfg.student.model, num_classes)), num_classes=num_classes,
-        optimizer=partial(torch.optim.SGD, lr=1e-3, momentum=0.9), teacher=teacher,
-        distill=OmegaConf.to_container(cfg.distill, resolve=True),
-        student_head={k: cfg.student.get(k) for k in ("aux_classifier", "logit_scale", "label_smooth")},
-        teacher_logit_scale=float(cfg.teacher.get("logit_scale", 1.0)),
-    )
+def make_module(cfg: DictConfig, num_classes: int, teachers: dict | None = None) -> GaitKDModule:
+    """The module a training run builds from ``cfg`` (``build_module``), usable without a Trainer."""
+    module = build_module(cfg, num_classes, teachers or {})
     module.log = lambda *a, **k: None  # no Trainer attached
     return module
 
 
 def step_fn(module: GaitKDModule, batch: dict):
-    optimizer = module.configure_optimizers()
+    """One training step without a Trainer: ``training_step`` + backward + optimizer step (+ scheduler step)."""
+    configured = module.configure_optimizers()
+    optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+    scheduler = configured["lr_scheduler"]["scheduler"] if isinstance(configured, dict) else None
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         module.training_step(batch, 0).backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
 
     return step
 
 
-def bench_pair(teacher_name: str, student_name: str, args) -> dict:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("run", overrides=[f"student={student_name}", f"teacher={teacher_name}", "distill=gaitkd",
-                                        "paths.output_dir=."])
-    n = args.p * args.k
-    batch = {"sils": torch.rand(n, args.frames, 64, 44), "labels": torch.arange(args.p).repeat_interleave(args.k)}
-    teacher = instantiate(_model_config(cfg.teacher.model, args.p)).eval()
-    if probe_shape(teacher).classes is None:  # GaitSet / GaitPart teach through the boundary branch only
-        cfg.distill.decision = None
-    plain = make_module(cfg, args.p, None).train()
-    kd = make_module(cfg, args.p, teacher).train()
+def random_teachers(cfg: DictConfig, num_classes: int, folder: Path) -> dict:
+    """Every configured teacher with random weights, saved to ``folder`` and loaded as a run loads a checkpoint.
+    A teacher without a classifier has its decision-level term switched off (it cannot teach through logits)."""
+    nodes = {"teacher": cfg.teacher} if "model" in cfg.teacher else {}
+    nodes.update({f"teachers.{name}": node for name, node in (cfg.get("teachers") or {}).items()})
+    with open_dict(cfg):
+        for key, node in nodes.items():
+            model = build_model(node.model, num_classes)
+            node.ckpt = str(folder / f"{key}.pt")
+            torch.save({"model": model.state_dict()}, node.ckpt)
+            if probe_shape(model).classes is None:
+                if key == "teacher":
+                    cfg.distill.decision = None
+                else:
+                    node.distill = {**(node.get("distill") or {}), "decision": None}
+    return {name: build_teacher(tc, num_classes) for name, tc in teacher_configs(cfg).items()}
 
-    def teacher_forward() -> None:
-        with torch.inference_mode():
-            teacher(batch["sils"])
 
-    t_student = median_seconds(step_fn(plain, batch), args.repeats)
-    t_teacher = median_seconds(teacher_forward, args.repeats)
-    t_kd = median_seconds(step_fn(kd, batch), args.repeats)
-    return {"teacher": teacher_name, "student": student_name, "batch": n, "frames": args.frames,
-            "student_params": count_params(plain.student), "teacher_params": count_params(teacher),
-            "student_step_s": t_student, "teacher_forward_s": t_teacher, "kd_step_s": t_kd,
-            "ratio": t_kd / (t_student + t_teacher)}
+def bench_config(name: str, overrides: list[str], p: int, k: int, frames: int, repeats: int) -> dict:
+    """KD-step figure of one configuration (``overrides`` of ``conf/run.yaml``)."""
+    batch = make_batch(p, k, frames)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_run(overrides)
+        torch.manual_seed(0)
+        teachers = random_teachers(cfg, p, Path(tmp))
+        torch.manual_seed(0)
+        plain = make_module(cfg, p).train()
+        torch.manual_seed(0)
+        kd = make_module(cfg, p, teachers).train()
+
+    def teacher_forwards() -> None:
+        for model in kd.teachers.values():
+            with kd.perf.teacher_context("cpu"):
+                model(batch["sils"])
+
+    runs = interleaved_runs({"student": step_fn(plain, batch), "teacher": teacher_forwards,
+                             "kd": step_fn(kd, batch)}, repeats)
+    student, teacher, kd_runs = runs["student"], runs["teacher"], runs["kd"]
+    bound = [s + t for s, t in zip(sorted(student), sorted(teacher))]  # medians add: sorted runs pair up
+    return figure("kd_step", name, kd_runs, bound=stats(bound), bound_name="student step + teacher forward(s)",
+                  target=1.05, teachers={n: type(m).__name__ for n, m in kd.teachers.items()},
+                  student=type(kd.student).__name__, batch=p * k, frames=frames,
+                  student_params=count_params(kd.student),
+                  teacher_params={n: count_params(m) for n, m in kd.teachers.items()},
+                  student_step=stats(student), teacher_forward=stats(teacher))
+
+
+def run(experiments=EXPERIMENTS, pairs=(), p: int = 4, k: int = 2, frames: int = 10, repeats: int = 3,
+        overrides=(), log=print) -> list[dict]:
+    """One figure per experiment of ``conf/experiment`` and per ``teacher:student`` pair (``distill=gaitkd``);
+    ``overrides`` are applied after the experiment (e.g. narrower models for a smoke run)."""
+    configs = [(exp, [f"+experiment={exp}", *overrides]) for exp in experiments]
+    configs += [(pair, [f"student={pair.split(':')[1]}", f"teacher={pair.split(':')[0]}", "distill=gaitkd"])
+                for pair in pairs]
+    figures = []
+    for name, overrides in configs:
+        fig = bench_config(name, overrides, p, k, frames, repeats)
+        figures.append(fig)
+        ex = fig["extra"]
+        log(f"  kd_step {name:>20}: student {ex['student_step']['median']:.3f} s + teacher fwd "
+            f"{ex['teacher_forward']['median']:.3f} s; KD {fig['value']['median']:.3f} s = {fig['ratio']:.3f}")
+    return figures
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", nargs="+", default=["gaitgl_narrow:gaitset_small", "gaitgl:gaitset"],
-                        help="teacher:student config names")
-    parser.add_argument("--p", type=int, default=4)
-    parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=15)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = batch_parser(__doc__, repeats=3)
+    parser.add_argument("--experiments", nargs="*", default=list(EXPERIMENTS), help="conf/experiment names")
+    parser.add_argument("--pairs", nargs="*", default=[], help="teacher:student config names (distill=gaitkd)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "kd_step.json")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    rows = []
-    for pair in args.pairs:
-        teacher, student = pair.split(":")
-        row = bench_pair(teacher, student, args)
-        rows.append(row)
-        print(f"{teacher:>16} -> {student:<16} student {row['student_step_s']:.3f}s  teacher fwd "
-              f"{row['teacher_forward_s']:.3f}s  KD {row['kd_step_s']:.3f}s  ratio {row['ratio']:.3f}", flush=True)
+    figures = run(args.experiments, args.pairs, args.p, args.k, args.frames, args.repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "command": " ".join(__import__("sys").argv)}
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "command": " ".join(sys.argv)}
+    args.out.write_text(json.dumps({"meta": meta, "figures": figures}, indent=2))
 
 
 if __name__ == "__main__":

@@ -33,14 +33,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 
 from gaitkd.data import GaitDataModule
-from gaitkd.run import CONF_DIR
 
 sys.path.insert(0, str(Path(__file__).parent))
-from kd_step import make_module, median_seconds, step_fn  # noqa: E402  (bench/ is not a package)
+from common import compose_run, timed_runs  # noqa: E402  (bench/ is not a package)
+from kd_step import make_module, step_fn  # noqa: E402
 
 P, K, FRAMES, SIDE, CUT = 8, 8, 30, 64, 10
 
@@ -173,18 +172,19 @@ def bench_loaders(root: Path, train_ids: set[str], args) -> list[dict]:
 
 
 def bench_step(root: Path, args) -> dict:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("run", overrides=[f"student={args.step_student}", "paths.output_dir=."])
+    cfg = compose_run([f"student={args.step_student}"])
     dm = gaitkd_datamodule(root, False, 0, 1, p=args.step_p, k=args.step_k, frames=args.step_frames)
     batch = next(iter(dm.train_dataloader()))
     module = make_module(cfg, dm.num_classes, None).train()
-    seconds = median_seconds(step_fn(module, batch), args.step_repeats)
+    runs = timed_runs(step_fn(module, batch), args.step_repeats)
+    seconds = statistics.median(runs)
     n = args.step_p * args.step_k
     return {"student": args.step_student, "model": type(module.student).__name__, "batch": n,
-            "frames": args.step_frames, "step_s": seconds, "step_ms_per_seq": 1000 * seconds / n}
+            "frames": args.step_frames, "step_s": seconds, "step_runs": runs,
+            "step_ms_per_seq": 1000 * seconds / n}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=40, help="batches per timed epoch")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per condition (median)")
@@ -198,7 +198,11 @@ def main() -> None:
     parser.add_argument("--step-repeats", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests, numbers meaningless)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "loader.json")
-    args = parser.parse_args()
+    return parser
+
+
+def run(args: argparse.Namespace, log=print) -> dict:
+    """Every loader condition and the GaitSet step; ``{"meta", "rows", "step"}`` as written to ``--out``."""
     if args.quick:
         args.batches, args.repeats, args.ids, args.types, args.views = 2, 1, P + 2, K, 1
         args.step_p, args.step_k, args.step_frames, args.step_repeats = 2, 2, 8, 1
@@ -216,16 +220,22 @@ def main() -> None:
             row["speedup_vs_emulated"] = row["batches_per_s"] / by_key[("opengait_emulated", *key)]
             row["loader_ms_per_seq"] = 1000 / (row["batches_per_s"] * P * K)
             row["loader_over_step"] = row["loader_ms_per_seq"] / step["step_ms_per_seq"]
-        print(f"{row['pipeline']:>17} cache={row['cache']!s:<5} workers={row['workers']}: "
-              f"{row['batches_per_s']:7.1f} batches/s" + (f"  x{row['speedup_vs_emulated']:.2f} vs emulated, "
-              f"loader/step {row['loader_over_step']:.4f}" if "loader_over_step" in row else ""), flush=True)
-    print(f"{step['model']} step ({step['batch']} seqs x {step['frames']} frames): {step['step_s']:.2f} s, "
-          f"{step['step_ms_per_seq']:.1f} ms/seq")
+        log(f"{row['pipeline']:>17} cache={row['cache']!s:<5} workers={row['workers']}: "
+            f"{row['batches_per_s']:7.1f} batches/s" + (f"  x{row['speedup_vs_emulated']:.2f} vs emulated, "
+            f"loader/step {row['loader_over_step']:.4f}" if "loader_over_step" in row else ""))
+    log(f"{step['model']} step ({step['batch']} seqs x {step['frames']} frames): {step['step_s']:.2f} s, "
+        f"{step['step_ms_per_seq']:.1f} ms/seq")
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "command": " ".join(sys.argv),
             "batch": [P, K, FRAMES], "batches_per_epoch": args.batches, "repeats": args.repeats, "data": data,
             "quick": args.quick}
+    return {"meta": meta, "rows": rows, "step": step}
+
+
+def main() -> None:
+    args = parser().parse_args()
+    result = run(args, log=lambda line: print(line, flush=True))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows, "step": step}, indent=2))
+    args.out.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

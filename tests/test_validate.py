@@ -97,6 +97,11 @@ def test_unknown_data_key(tmp_path, cache_dir, no_data):
     fails(cfg, ConfigError, "data.batchp is not a GaitDataModule argument", "fix its spelling")
 
 
+def test_unknown_or_bad_perf_switch(tmp_path, cache_dir, no_data):
+    fails(cfg_with(tmp_path, cache_dir, perf__compile=True), ConfigError, "perf.compile: unknown switch")
+    fails(cfg_with(tmp_path, cache_dir, perf__teacher_autocast="fp8"), ConfigError, "perf.teacher_autocast=fp8")
+
+
 def test_bad_sampler_value_names_its_key(tmp_path, cache_dir, no_data):
     fails(cfg_with(tmp_path, cache_dir, data__train_frames=0), ConfigError, "data.train_frames must be >= 1")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,8 @@ class ExportReport:
     latency_ms: float
     plain_latency_ms: float
     frames: int
+    latency_runs_ms: list[float] = field(default_factory=list)  # every timed call (ms per sequence)
+    plain_latency_runs_ms: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,14 +80,19 @@ def count_flops(model: nn.Module, sils: Tensor) -> int:
 
 def latency_ms(fn: Callable[[Tensor], Any], sils: Tensor, repeats: int = 5) -> float:
     """Median wall time of ``fn(sils)`` per sequence in ms, after one warm-up call."""
+    return statistics.median(latency_runs_ms(fn, sils, repeats))
+
+
+def latency_runs_ms(fn: Callable[[Tensor], Any], sils: Tensor, repeats: int = 5) -> list[float]:
+    """Wall time of each of ``repeats`` calls ``fn(sils)`` per sequence in ms, after one warm-up call."""
     with torch.no_grad():
         fn(sils)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
             fn(sils)
-            times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times) / sils.shape[0]
+            times.append(1000.0 * (time.perf_counter() - start) / sils.shape[0])
+    return times
 
 
 def load_opengait_student(ckpt: str | Path, config: str | Path | dict) -> tuple[nn.Module, Callable[[], nn.Module]]:
@@ -136,10 +143,11 @@ def export_model(student: nn.Module, build_plain: Callable[[], nn.Module], out: 
                           dynamic_axes={"sils": {0: "batch", 1: "frames"}, "embeddings": {0: "batch"}})
 
     plain = EmbeddingExport(build_plain()).eval()
+    runs, plain_runs = latency_runs_ms(exported, sils, repeats), latency_runs_ms(plain, sils, repeats)
     return ExportReport(
         path=str(out), onnx_path=onnx_path,
         params=sum(p.numel() for p in exported.parameters()), plain_params=count_params(plain),
         flops=count_flops(wrapped, sils),
-        latency_ms=latency_ms(exported, sils, repeats), plain_latency_ms=latency_ms(plain, sils, repeats),
-        frames=frames,
+        latency_ms=statistics.median(runs), plain_latency_ms=statistics.median(plain_runs),
+        frames=frames, latency_runs_ms=runs, plain_latency_runs_ms=plain_runs,
     )

@@ -27,6 +27,7 @@ from gaitkd.evaluation.report import print_result
 from gaitkd.losses import PartCrossEntropyLoss, TripletLoss
 from gaitkd.models.output import GaitOutput
 from gaitkd.numerics import NonFiniteGuard
+from gaitkd.perf import Perf, forward_fn, to_channels_last
 from gaitkd.publish import publish
 from gaitkd.resume import capture_rng, restore_rng
 from gaitkd.teachers import SINGLE_TEACHER, Teacher, combine_factors, combine_terms, takes_part
@@ -61,6 +62,7 @@ class GaitKDModule(L.LightningModule):
         evaluation: ``{protocol, metric, cross_view_gallery, rerank, heatmap, cmc_ranks}`` (see
             ``gaitkd.evaluation.evaluate`` and ``gaitkd.publish.publish``).
         output_dir: where metrics / plots of the test go (``None``: nothing written; loggers still get the plots).
+        perf: speed switches of the training step (:class:`gaitkd.perf.Perf` or its config mapping; default: off).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class GaitKDModule(L.LightningModule):
         student_config: dict | None = None,
         teachers: Mapping[str, Teacher] | None = None,
         combine: str = "sum",
+        perf: Perf | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         loss = loss or {"triplet": {"margin": 0.2, "weight": 1.0}, "ce": {"weight": 1.0}}
@@ -129,6 +132,11 @@ class GaitKDModule(L.LightningModule):
                 part_align=spec.distill.get("part_align", "pool"), connector=spec.distill.get("connector", "student"),
                 student_logit_scale=float(head.get("logit_scale", 16.0)), teacher_logit_scale=spec.logit_scale,
             )
+        self.perf = perf if isinstance(perf, Perf) else Perf.from_config(perf)
+        if self.perf.channels_last:
+            for model in (self.student, *self.teachers.values()):
+                to_channels_last(model)
+        self._forwards: dict[str, Any] = {}  # training-step forwards (compiled lazily), kept out of the state dict
         self.collector = EmbeddingCollector()
         self._resume_rng: dict[str, Any] | None = None
         self._infer_seconds = 0.0
@@ -172,7 +180,7 @@ class GaitKDModule(L.LightningModule):
         sils, labels = batch["sils"], batch["labels"]
         # packed variable-length batches (unfixed_* sampling) carry seqL; the same tensor goes to every model
         packed = {"seqL": batch["seqL"]} if "seqL" in batch else {}
-        out_s = self.student(sils, **packed)
+        out_s = self._forward("student", self.student, self.perf.compile_student)(sils, **packed)
         emb_s = out_s.train_embeddings
         logits_s = out_s.logits if out_s.logits is not None else (
             self.aux_head(emb_s) if self.aux_head is not None else None)
@@ -211,13 +219,21 @@ class GaitKDModule(L.LightningModule):
         labels: Tensor,
     ) -> dict[str, tuple[float, Tensor]]:
         """Teacher ``name``'s forward (no graph, activations freed on return) and its KD branch's terms."""
-        with torch.inference_mode():
-            out_t = self.teachers[name](sils, **packed)
-        out_t = out_t.map(Tensor.clone)  # inference tensors cannot be saved for the student's backward
+        forward = self._forward(TEACHER_PREFIX + name, self.teachers[name], self.perf.compile_teacher)
+        with self.perf.teacher_context(sils.device.type):
+            out_t = forward(sils, **packed)
+        # a fresh float32 copy: inference tensors cannot be saved for the student's backward; autocast gives bf16
+        out_t = out_t.map(lambda t: t.to(torch.float32, copy=True))
         if out_t.logits is not None:  # a teacher at chance level makes decision KD pure noise: show it
             teacher_acc = (out_t.logits.argmax(1) == labels[:, None]).float().mean()
             self.log(f"train/{name}/teacher_accuracy", teacher_acc, on_step=True)
         return self.kd[name](out_s, logits_s, out_t, labels=labels)
+
+    def _forward(self, key: str, model: nn.Module, compile_it: bool) -> Any:
+        """The callable a training step uses for ``model`` (``perf.compile_*``: compiled on first use)."""
+        if key not in self._forwards:
+            self._forwards[key] = forward_fn(model, compile_it)
+        return self._forwards[key]
 
     def configure_optimizers(self) -> Any:
         params = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith(TEACHER_PREFIX)]

@@ -99,14 +99,20 @@ def build(cfg: DictConfig) -> Built:
     datamodule.prepare_data()
     datamodule.setup("fit")
     num_classes = datamodule.num_classes
+    teachers = {name: build_teacher(tc, num_classes) for name, tc in teacher_cfgs.items()}
+    module = build_module(cfg, num_classes, teachers)
+    trainer = build_trainer(cfg, loggers)
+    check_launch(trainer)
+    return Built(datamodule, module, trainer)
 
+
+def build_module(cfg: DictConfig, num_classes: int, teachers: dict[str, Teacher]) -> GaitKDModule:
+    """The LightningModule of a config: the student (``student.init`` weights loaded) and the built teachers."""
     student_config = _model_config(cfg.student.model, num_classes)
     student = instantiate(student_config)
     if cfg.student.get("init"):
         load_weights(student, cfg.student.init, "student.init", num_classes)
-    teachers = {name: build_teacher(tc, num_classes) for name, tc in teacher_cfgs.items()}
-
-    module = GaitKDModule(
+    return GaitKDModule(
         student=student,
         num_classes=num_classes,
         optimizer=instantiate(cfg.optimizer),
@@ -118,13 +124,16 @@ def build(cfg: DictConfig) -> Built:
         evaluation=OmegaConf.to_container(cfg.evaluation, resolve=True),
         output_dir=str(cfg.paths.output_dir),
         student_config=student_config,
+        perf=OmegaConf.to_container(cfg.perf, resolve=True) if cfg.get("perf") else None,
     )
+
+
+def build_trainer(cfg: DictConfig, loggers: list, extra_callbacks: tuple = ()) -> L.Trainer:
+    """The configured Trainer with the configured callbacks (plus ``extra_callbacks``) and ``loggers``."""
     callbacks = [x for x in map(_optional, (cfg.get("callbacks") or {}).values()) if x is not None]
     # logger=none with the default callbacks: the learning-rate monitor would stop the run (it needs a logger)
     callbacks = [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
-    check_launch(trainer)
-    return Built(datamodule, module, trainer)
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=[*callbacks, *extra_callbacks])
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

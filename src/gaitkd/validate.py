@@ -5,10 +5,10 @@ JSON and looks for the teacher checkpoint files: no pkl is decoded, no synthetic
 Config problems are a :class:`ConfigError`, problems of the data on disk a :class:`GaitDataError`.
 
 Checked here: the ``data`` node (unknown keys, the datamodule's own argument checks), teachers and ``distill``
-(:func:`gaitkd.teacher_config.teacher_configs`: keys, weights, a missing ``teacher.ckpt``), part alignment and
-connector names, a readable ``data.root``, the training identity count against ``data.batch_p`` (times the
-processes under DDP) and against a fixed ``class_num`` of the student or a teacher, and (synthetic data, whose
-sequence lengths the config gives) ``data.train_frames`` against the longest sequence. Every ``part_align`` mode
+(:func:`gaitkd.teacher_config.teacher_configs`: keys, weights, a missing ``teacher.ckpt``), the ``perf`` switches,
+part alignment and connector names, a readable ``data.root``, the training identity count against ``data.batch_p``
+(times the processes under DDP) and against a fixed ``class_num`` of the student or a teacher, and (synthetic data,
+whose sequence lengths the config gives) ``data.train_frames`` against the longest sequence. Every ``part_align`` mode
 maps both sides to ``min(P_t, P_s)`` parts, so only an unknown mode makes alignment impossible. The frame counts of
 a real dataset are known once its pkls are decoded: the datamodule's data check compares them at setup, still
 before training. Unknown group options (``student=gaitsett``) never get here: Hydra refuses them while composing,
@@ -30,6 +30,7 @@ from gaitkd.data.dataset import LAYOUT, GaitDataError
 from gaitkd.data.partition import load_partition, resolve_partition
 from gaitkd.distill.align import ALIGN_MODES
 from gaitkd.errors import ConfigError
+from gaitkd.perf import Perf
 from gaitkd.teacher_config import TeacherConfig, teacher_configs
 
 CONNECTORS = ("student", "teacher")
@@ -46,6 +47,7 @@ class TrainIds:
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise one :class:`ConfigError` / :class:`GaitDataError` for the first problem found; cheap checks only."""
+    Perf.from_config(OmegaConf.to_container(cfg.perf, resolve=True) if cfg.get("perf") else None)
     teachers = teacher_configs(cfg)
     for tc in teachers.values():
         _check_branch(cfg, tc)
