@@ -48,6 +48,20 @@ def test_report_groups_seeds_and_writes_table_and_plots(tmp_path: Path) -> None:
         assert png.size[0] > 300 and png.size[1] > 200
 
 
+def test_report_labels_rows_by_one_key_and_plots_per_view_curves(tmp_path: Path) -> None:
+    views = ["000", "090", "180"]
+    for num, (variant, extra, seed) in enumerate([("gaitkd", "distill=gaitkd", 0), ("gaitkd", "distill=gaitkd", 1),
+                                                  ("truncate", "distill.part_align=truncate", 0)]):
+        _fake_job(tmp_path, num, [f"+variant={variant}", extra, f"seed={seed}"], {"NM@R1": 50.0 + num})
+        per_view = {"views": views, "rows": {c: [10.0 * num + i for i in range(3)] for c in ("NM", "BG", "CL")}}
+        (tmp_path / str(num) / "per_view.json").write_text(json.dumps(per_view))
+    payload = report(tmp_path, label_key="variant")
+    assert [(r["label"], r["seeds"]) for r in payload["rows"]] == [("gaitkd", ["0", "1"]), ("truncate", ["0"])]
+    assert str(tmp_path / "report_per_view.png") in payload["plots"]
+    with Image.open(tmp_path / "report_per_view.png") as png:
+        assert png.size[0] > 600
+
+
 def test_report_plots_a_numeric_sweep_and_refuses_empty_folders(tmp_path: Path) -> None:
     for num, t in enumerate([1, 2, 4, 8]):
         _fake_job(tmp_path / "sweep", num, [f"distill.decision.T={t}", "seed=0"], {"Rank-1": 10.0 + t, "mAP": 5.0})

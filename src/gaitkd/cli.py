@@ -111,7 +111,7 @@ def _study(args: argparse.Namespace, console: Console) -> None:
 def _report(args: argparse.Namespace, console: Console) -> None:
     from gaitkd.report import report
 
-    payload = report(args.run_dir, metrics=args.metrics, out_dir=args.out)
+    payload = report(args.run_dir, metrics=args.metrics, out_dir=args.out, label_key=args.label)
     console.print(payload["table"], markup=False, highlight=False)
     console.print("wrote " + ", ".join([str(Path(args.out or args.run_dir) / "report.md"), *payload["plots"]]))
 
@@ -156,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rep.add_argument("run_dir", help="the multirun folder (hydra.sweep.dir)")
     rep.add_argument("--metrics", nargs="+", help="metric columns (default: the evaluation headline metrics found)")
     rep.add_argument("--out", help="where report.md / report.json / PNGs go (default: RUN_DIR)")
+    rep.add_argument("--label", help="name each row by this override's value (e.g. variant), not all varying ones")
     args = parser.parse_args(argv)
     console = Console()
     try:

@@ -3,9 +3,11 @@
 Every job folder under ``RUN_DIR`` that holds ``metrics.json`` (written by :func:`gaitkd.run.train`) and Hydra's
 ``.hydra/overrides.yaml`` is one run. Runs are grouped into configurations by the overrides that vary between
 jobs, ``seed`` excepted; each configuration becomes one row with the mean ± sample std of the evaluation metrics
-over its seeds (the mean alone for a single seed). Written next to the jobs: ``report.md``, ``report.json``,
-``report.png`` (bars with std error bars per metric) and, when the study sweeps one numeric key,
-``report_<key>.png`` (metric against that value).
+over its seeds (the mean alone for a single seed); ``label_key`` names the rows by one override's value instead of
+all varying ones (e.g. ``+variant=gaitkd`` set by a study driver). Written next to the jobs: ``report.md``,
+``report.json``, ``report.png`` (bars with std error bars per metric), when the jobs hold ``per_view.json``
+``report_per_view.png`` (rank-1 per probe view, mean over seeds, one panel per condition) and, when the study
+sweeps one numeric key, ``report_<key>.png`` (metric against that value).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gaitkd.study import override_key
 HEADLINE = ("NM@R1", "BG@R1", "CL@R1", "NM-Rank@1", "NM-mAP", "BG-Rank@1", "BG-mAP", "CL-Rank@1", "CL-mAP",
             "Rank-1", "Rank-5", "Rank-10", "mAP", "mINP")
 SEED_KEY = "seed"
+PER_VIEW = "per_view"  # a job's per_view.json (written by gaitkd.publish), kept under this key of its metrics
 Runs = list[tuple[dict[str, str], dict]]  # (overrides as key -> value, metrics.json) per finished job
 
 
@@ -37,6 +40,7 @@ class Row:
     settings: dict[str, str]
     seeds: list[str] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=dict)
+    per_view: list[dict] = field(default_factory=list)  # each seed's {"views": [...], "rows": {condition: [...]}}
 
     def mean_std(self, metric: str) -> tuple[float, float]:
         v = np.asarray(self.values.get(metric, []), dtype=np.float64)
@@ -54,7 +58,10 @@ def find_runs(run_dir: Path) -> Runs:
             continue
         overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) or []
         settings = {override_key(o): o.split("=", 1)[1] if "=" in o else "" for o in overrides}
-        runs.append((settings, json.loads(metrics_file.read_text())))
+        metrics = json.loads(metrics_file.read_text())
+        if (metrics_file.parent / f"{PER_VIEW}.json").is_file():
+            metrics[PER_VIEW] = json.loads((metrics_file.parent / f"{PER_VIEW}.json").read_text())
+        runs.append((settings, metrics))
     return runs
 
 
@@ -63,7 +70,8 @@ def _job_order(path: Path) -> tuple:
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
 
 
-def build_rows(runs: Runs, metrics: list[str] | None = None) -> tuple[list[Row], list[str]]:
+def build_rows(runs: Runs, metrics: list[str] | None = None,
+               label_key: str | None = None) -> tuple[list[Row], list[str]]:
     """Group runs into configuration rows; returns the rows and the metric columns (present ones, table order)."""
     keys = sorted({k for settings, _ in runs for k in settings})
     varying = [k for k in keys if k != SEED_KEY and len({s.get(k) for s, _ in runs}) > 1]
@@ -74,12 +82,42 @@ def build_rows(runs: Runs, metrics: list[str] | None = None) -> tuple[list[Row],
     for settings, values in runs:
         key = tuple(settings.get(k, "") for k in varying)
         label = ", ".join(f"{k}={settings.get(k, '-')}" for k in varying) or "all runs"
+        if label_key is not None:
+            label = settings.get(label_key, label)
         row = rows.setdefault(key, Row(label, {k: settings.get(k, "") for k in varying}))
         row.seeds.append(settings.get(SEED_KEY, str(values.get(SEED_KEY, "?"))))
         for m in metrics:
             if isinstance(values.get(m), (int, float)):
                 row.values.setdefault(m, []).append(float(values[m]))
+        if PER_VIEW in values:
+            row.per_view.append(values[PER_VIEW])
     return list(rows.values()), metrics
+
+
+def plot_per_view(rows: list[Row], path: Path, title: str) -> bool:
+    """Rank-1 per probe view (mean over seeds), one panel per condition, one curve per row; False if no data."""
+    rows = [r for r in rows if r.per_view]
+    if not rows:
+        return False
+    views = rows[0].per_view[0]["views"]
+    conditions = list(rows[0].per_view[0]["rows"])
+    fig = Figure(figsize=(4.2 * len(conditions), 4.0))
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, len(conditions), i + 1) for i in range(len(conditions))]
+    for row in rows:
+        for ax, cond in zip(axes, conditions):
+            curve = np.mean([pv["rows"][cond] for pv in row.per_view], axis=0)
+            ax.plot(range(len(views)), curve, marker="o", markersize=3, label=row.label)
+    for ax, cond in zip(axes, conditions):
+        ax.set_xticks(range(len(views)), views, rotation=90, fontsize=7)
+        ax.set_title(f"{cond}: rank-1 per probe view")
+        ax.set_ylabel("%")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
 
 
 def markdown_table(rows: list[Row], metrics: list[str]) -> str:
@@ -151,7 +189,8 @@ def _json_stats(mean: float, std: float) -> dict[str, float | None]:
     return {"mean": None if np.isnan(mean) else mean, "std": None if np.isnan(std) else std}
 
 
-def report(run_dir: str | Path, metrics: list[str] | None = None, out_dir: str | Path | None = None) -> dict:
+def report(run_dir: str | Path, metrics: list[str] | None = None, out_dir: str | Path | None = None,
+           label_key: str | None = None) -> dict:
     """Write ``report.md`` / ``report.json`` / PNGs for the multirun under ``run_dir``; returns the JSON payload."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -160,7 +199,7 @@ def report(run_dir: str | Path, metrics: list[str] | None = None, out_dir: str |
     if not runs:
         raise ConfigError(f"gaitkd report: no finished job under {run_dir} (each job folder needs metrics.json "
                           "and .hydra/overrides.yaml, as `python -m gaitkd.run -m ...` writes them)")
-    rows, metrics = build_rows(runs, metrics)
+    rows, metrics = build_rows(runs, metrics, label_key)
     if not metrics:
         raise ConfigError(f"gaitkd report: the runs under {run_dir} hold no evaluation metric (were they run with "
                           "test=false?)")
@@ -171,6 +210,8 @@ def report(run_dir: str | Path, metrics: list[str] | None = None, out_dir: str |
     (out / "report.md").write_text(f"# {run_dir}\n\n{len(runs)} runs, {len(rows)} configurations\n\n{table}")
     plots = [out / "report.png"]
     plot_bars(rows, metrics, plots[0], title)
+    if plot_per_view(rows, out / "report_per_view.png", title):
+        plots.append(out / "report_per_view.png")
     swept = sorted({k for r in rows for k in r.settings})
     if len(swept) == 1 and _numeric([r.settings[swept[0]] for r in rows]):
         plots.append(out / f"report_{swept[0].replace('/', '_')}.png")
