@@ -31,8 +31,8 @@ PRESET = "+preset=study"  # after +experiment=...: the study's data, batch, opti
 
 # name -> overrides; each teacher is trained once (seed 0) on the training identities, as a student would be.
 TEACHERS = {
-    "gaitgl": ["+experiment=train_gaitgl", PRESET, "student=gaitgl_lite", "trainer.max_steps=600"],
-    "gaitbase": ["+experiment=train_gaitset", PRESET, "student=gaitbase_lite", "trainer.max_steps=600"],
+    "gaitgl": ["+experiment=train_gaitgl", PRESET, "student=gaitgl_lite", "trainer.max_steps=1500"],
+    "gaitbase": ["+experiment=train_gaitset", PRESET, "student=gaitbase_lite", "trainer.max_steps=1500"],
 }
 STUDENTS = {"gaitset": "gaitset_lite", "gaitpart": "gaitpart_lite"}
 # variant -> overrides on top of +experiment=gaitgl_to_gaitset with the student and the GaitGL teacher
