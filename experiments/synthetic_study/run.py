@@ -9,7 +9,9 @@ a run whose ``metrics.json`` exists is skipped, so an interrupted study continue
 needs to be checked is copied to ``experiments/synthetic_study/results/runs/<group>/<name>/`` (small, committed):
 ``metrics.json``, ``per_view.json`` and Hydra's ``.hydra/{config,overrides}.yaml`` (the full resolved config and the
 command-line overrides, seed included), plus ``wall_seconds``. ``report.py`` turns those into the tables and plots.
-Extra overrides after ``--`` go to every run (e.g. ``data=casia_b data.root=...`` for the real dataset).
+Extra overrides after ``--`` go to every run; on real CASIA-B (GPU-sized: OpenGait's models and recipes):
+``--scale real --name casia_b_study -- data=casia_b data.root=/data/CASIA-B-pkl trainer=ddp`` (``--name`` keeps its
+outputs and results apart from the synthetic study's).
 """
 
 from __future__ import annotations
@@ -24,17 +26,17 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-OUT = REPO / "outputs" / "synthetic_study"
-RESULTS = HERE / "results" / "runs"
+NAME = "synthetic_study"  # outputs/<name>/ and, for another name, experiments/synthetic_study/results_<name>/
 SEEDS = (0, 1, 2)
-PRESET = "+preset=study"  # after +experiment=...: the study's data, batch, optimizer and step count
-
-# name -> overrides; each teacher is trained once (seed 0) on the training identities, as a student would be.
-TEACHERS = {
-    "gaitgl": ["+experiment=train_gaitgl", PRESET, "student=gaitgl_lite", "trainer.max_steps=1500"],
-    "gaitbase": ["+experiment=train_gaitset", PRESET, "student=gaitbase_lite", "trainer.max_steps=1500"],
+# study: the synthetic study's sizes (+preset=study after +experiment=...: data, batch, optimizer, steps) and thin
+# models; real: OpenGait's models and the experiments' own recipes (GPU-sized: 40k-80k steps), for data=casia_b
+SCALES = {
+    "study": {"preset": ["+preset=study"], "teacher_steps": ["trainer.max_steps=1500"], "suffix": "_lite"},
+    "real": {"preset": [], "teacher_steps": [], "suffix": ""},
 }
-STUDENTS = {"gaitset": "gaitset_lite", "gaitpart": "gaitpart_lite"}
+# name -> (experiment, model config); each teacher is trained once (seed 0) on the training identities
+TEACHERS = {"gaitgl": ("+experiment=train_gaitgl", "gaitgl"), "gaitbase": ("+experiment=train_gaitset", "gaitbase")}
+STUDENTS = {"gaitset": "gaitset", "gaitpart": "gaitpart"}
 # variant -> overrides on top of +experiment=gaitgl_to_gaitset with the student and the GaitGL teacher
 VARIANTS = {
     "none": ["distill=none"],
@@ -48,19 +50,27 @@ VARIANTS = {
 GAITSET_ONLY = {  # the heterogeneous pair's part alignment, and GaitGL + GaitBase as two teachers
     "gaitkd_truncate": ["distill=gaitkd", "distill.part_align=truncate"],
     "two_teachers": ["+experiment=gaitgl_gaitbase_to_gaitset", "distill=gaitkd",
-                     "teacher@teachers.gaitbase=gaitbase_lite", "teachers.gaitbase.ckpt={gaitbase}"],
+                     "teacher@teachers.gaitbase=gaitbase{suffix}", "teachers.gaitbase.ckpt={gaitbase}"],
 }
 
 
-def teacher_ckpt(name: str) -> Path:
-    return OUT / "teachers" / name / "checkpoints" / "last.ckpt"
+def folders(name: str) -> tuple[Path, Path]:
+    """(where the runs write, where their small result files are kept) of a study named ``name``."""
+    return REPO / "outputs" / name, HERE / ("results" if name == NAME else f"results_{name}") / "runs"
 
 
-def plan(only: list[str] | None, seeds: list[int]) -> list[tuple[str, str, list[str]]]:
+def teacher_ckpt(out: Path, name: str) -> Path:
+    return out / "teachers" / name / "checkpoints" / "last.ckpt"
+
+
+def plan(out: Path, only: list[str] | None, seeds: list[int], scale: str = "study") -> list[tuple[str, str, list[str]]]:
     """``(group, run name, overrides)`` in execution order: teachers first, then students seed-major (every
     variant of seed 0 first, so a partial study already has comparable rows)."""
-    runs = [("teachers", name, [*ov, "+variant=teacher"]) for name, ov in TEACHERS.items()]
-    ckpts = {name: str(teacher_ckpt(name)) for name in TEACHERS}
+    size = SCALES[scale]
+    preset, suffix = size["preset"], size["suffix"]
+    runs = [("teachers", name, [experiment, *preset, f"student={model}{suffix}", *size["teacher_steps"],
+                                "+variant=teacher"]) for name, (experiment, model) in TEACHERS.items()]
+    ckpts = {name: str(teacher_ckpt(out, name)) for name in TEACHERS}
     for seed in seeds:
         for student, config in STUDENTS.items():
             if only and student not in only:
@@ -68,18 +78,19 @@ def plan(only: list[str] | None, seeds: list[int]) -> list[tuple[str, str, list[
             variants = {**VARIANTS, **(GAITSET_ONLY if student == "gaitset" else {})}
             for variant, ov in variants.items():
                 experiment = next((o for o in ov if o.startswith("+experiment=")), "+experiment=gaitgl_to_gaitset")
-                rest = [o.format(**ckpts) for o in ov if o != experiment]
+                rest = [o.format(suffix=suffix, **ckpts) for o in ov if o != experiment]
                 runs.append((student, f"{variant}/seed{seed}", [
-                    experiment, PRESET, f"student={config}", "teacher=gaitgl_lite", f"teacher.ckpt={ckpts['gaitgl']}",
-                    *rest, f"seed={seed}", f"+variant={variant}"]))
+                    experiment, *preset, f"student={config}{suffix}", f"teacher=gaitgl{suffix}",
+                    f"teacher.ckpt={ckpts['gaitgl']}", *rest, f"seed={seed}", f"+variant={variant}"]))
     return runs
 
 
-def run_one(group: str, name: str, overrides: list[str], extra: list[str], dry_run: bool) -> float | None:
+def run_one(folder: tuple[Path, Path], group: str, name: str, overrides: list[str], extra: list[str],
+            dry_run: bool) -> float | None:
     """Run (or skip, if finished) one job; returns its wall time, ``None`` when skipped."""
-    out = OUT / group / name
+    out, keep = folder[0] / group / name, folder[1] / group / name
     cmd = [sys.executable, "-m", "gaitkd.run", "data=synthetic", *overrides, *extra, "resume=never",
-           f"hydra.run.dir={out}"]
+           f"hydra.run.dir={out}"]  # a data=... in extra replaces data=synthetic (the last override wins)
     print(("# done: " if (out / "metrics.json").is_file() else "$ ") + " ".join(cmd[1:]), flush=True)
     if dry_run or (out / "metrics.json").is_file():
         return None
@@ -87,7 +98,6 @@ def run_one(group: str, name: str, overrides: list[str], extra: list[str], dry_r
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=REPO)
     wall = time.perf_counter() - start
-    keep = RESULTS / group / name
     (keep / ".hydra").mkdir(parents=True, exist_ok=True)
     for rel in ("metrics.json", "per_view.json", ".hydra/config.yaml", ".hydra/overrides.yaml"):
         if (out / rel).is_file():
@@ -101,19 +111,24 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=list(STUDENTS), help="students to run (teachers always)")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--scale", choices=list(SCALES), default="study",
+                        help="study: synthetic sizes, thin models (default); real: OpenGait models and recipes "
+                             "(with -- data=casia_b data.root=...)")
+    parser.add_argument("--name", default=NAME, help="study name: outputs/<name>/, results_<name>/ (default: "
+                                                       f"{NAME}, results/)")
     parser.add_argument("extra", nargs="*", help="overrides for every run (after --)")
     args = parser.parse_args()
+    folder = folders(args.name)
     start, done = time.perf_counter(), 0
-    for group, name, overrides in plan(args.only, args.seeds):
-        wall = run_one(group, name, overrides, args.extra, args.dry_run)
+    for group, name, overrides in plan(folder[0], args.only, args.seeds, args.scale):
+        wall = run_one(folder, group, name, overrides, args.extra, args.dry_run)
         if wall is not None:
             done += 1
             print(f"# {group}/{name}: {wall:.0f} s ({done} runs, {(time.perf_counter() - start) / 60:.1f} min)",
                   flush=True)
-    (HERE / "results").mkdir(exist_ok=True)
-    summary = HERE / "results" / "compute.json"
+    summary = folder[1].parent / "compute.json"
     if not args.dry_run and done:
-        walls = {str(p.parent.relative_to(RESULTS)): float(p.read_text()) for p in RESULTS.rglob("wall_seconds")}
+        walls = {str(p.parent.relative_to(folder[1])): float(p.read_text()) for p in folder[1].rglob("wall_seconds")}
         summary.write_text(json.dumps({"runs": len(walls), "total_minutes": sum(walls.values()) / 60,
                                        "wall_seconds": walls}, indent=2))
 

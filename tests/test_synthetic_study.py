@@ -1,0 +1,35 @@
+"""The synthetic study's driver (experiments/synthetic_study/run.py): what it would run, without running it."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from hydra import compose, initialize_config_dir
+
+from conftest import REPO
+from gaitkd.run import CONF_DIR
+
+spec = importlib.util.spec_from_file_location("study_driver", REPO / "experiments" / "synthetic_study" / "run.py")
+driver = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(driver)
+
+
+def test_plan_has_teachers_then_every_variant_and_seed(tmp_path):
+    runs = driver.plan(tmp_path, None, [0, 1, 2])
+    assert [name for group, name, _ in runs[:2]] == ["gaitgl", "gaitbase"]
+    per_student = {}
+    for group, name, _ in runs[2:]:
+        per_student.setdefault(group, set()).add(name)
+    assert len(per_student["gaitset"]) == 9 * 3 and len(per_student["gaitpart"]) == 7 * 3
+    assert {n.split("/")[0] for n in per_student["gaitpart"]} == set(driver.VARIANTS)
+
+
+def test_every_planned_run_composes(tmp_path):
+    """Each command line composes (group options, experiment overlays, relocated second teacher)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for scale in driver.SCALES:
+            for group, name, overrides in driver.plan(tmp_path, None, [0], scale):
+                cfg = compose("run", overrides=["data=synthetic", *overrides])
+                assert cfg.seed == 0 or group == "teachers", (group, name)
+                if name.startswith("two_teachers"):
+                    assert cfg.teachers.gaitbase.model._target_.endswith("GaitBase")
