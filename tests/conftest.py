@@ -84,6 +84,18 @@ def gaitpart_ckpt(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def gaitbase_ckpt(tmp_path_factory) -> Path:
+    """A GaitBase teacher at conf/teacher/gaitbase_lite.yaml's width (initial weights), for the tiny preset's
+    training identities, saved as an OpenGait checkpoint file."""
+    node = OmegaConf.load(CONF_DIR / "teacher" / "gaitbase.yaml").model
+    node.channels = OmegaConf.load(CONF_DIR / "teacher" / "gaitbase_lite.yaml").model.channels
+    model = build_model(node, num_classes=OmegaConf.load(CONF_DIR / "preset" / "tiny.yaml").data.synthetic.num_train)
+    path = tmp_path_factory.mktemp("gaitbase") / "GaitBase-0.pt"
+    torch.save({"model": model.state_dict(), "iteration": 0}, path)
+    return path
+
+
 def two_teacher_overrides(gaitgl: Path, gaitpart: Path) -> list[str]:
     """``+experiment=two_teachers`` at test size: the tiny GaitGL of ``teacher_ckpt`` plus a GaitPart."""
     return ["+experiment=two_teachers", "teacher=gaitgl_narrow", f"teacher.ckpt={gaitgl}",

@@ -17,9 +17,13 @@ EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_runs_fast_dev_run(name, tmp_path, cache_dir, teacher_ckpt, gaitpart_ckpt):
+def test_every_experiment_runs_fast_dev_run(name, tmp_path, cache_dir, teacher_ckpt, gaitpart_ckpt, gaitbase_ckpt):
     extra = {"gaitgl_to_gaitset": kd_overrides(teacher_ckpt),
-             "two_teachers": two_teacher_overrides(teacher_ckpt, gaitpart_ckpt)}.get(name, [f"+experiment={name}"])
+             "two_teachers": two_teacher_overrides(teacher_ckpt, gaitpart_ckpt),
+             "gaitgl_gaitbase_to_gaitset": [*kd_overrides(teacher_ckpt)[1:], "+experiment=gaitgl_gaitbase_to_gaitset",
+                                            "teacher@teachers.gaitbase=gaitbase_lite",
+                                            f"teachers.gaitbase.ckpt={gaitbase_ckpt}"],
+             }.get(name, [f"+experiment={name}"])
     if name == "train_gaitgl":
         extra.append("student=gaitgl_narrow")
     cfg = make_cfg(tmp_path, cache_dir, *extra, "+trainer.fast_dev_run=true")
