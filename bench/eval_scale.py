@@ -44,9 +44,10 @@ QUICK = {
     "casia_b_16": ("casia_b", 6, 32, 16, True, 1),
     "oumvlp_16": ("oumvlp", 40, 32, 16, True, 1),
 }
-# cases that time only the tiled products (the faster way at OU-MVLP size, bench/README.md): saves ~2 min there
-TILED_ONLY = {"oumvlp_single"}
+# cases that skip the full-width products (far the slowest way at OU-MVLP size, bench/README.md): saves ~2 min there
+FEWER_WAYS = {"oumvlp_single": ("tiled", "batched")}
 BLOCK_ELEMENTS, TILE = 1 << 25, 2048  # bare products: full-width output block (128 MB) or square tiles
+WAYS = ("full_width", "tiled", "batched")
 
 
 def test_set(protocol: str, ids: int) -> tuple[list[str], list[str], list[str]]:
@@ -62,27 +63,35 @@ def bare_products(emb: torch.Tensor, probes: np.ndarray, gallery: np.ndarray) ->
 
 
 def bare_product_times(emb: torch.Tensor, probes: np.ndarray, gallery: np.ndarray,
-                       ways: tuple[str, ...] = ("full_width", "tiled")) -> dict[str, float]:
+                       ways: tuple[str, ...] = WAYS) -> dict[str, float]:
     """Seconds of every per-part GEMM ``X_p Y_pᵀ`` (probes x gallery) into reused buffers, nothing else.
 
-    Part-major copies are made first and not timed. Two ways are timed and the faster counts: full gallery width
-    per block of probe rows (fastest at CASIA-B size here) and 2048 x 2048 output tiles (fastest at OU-MVLP size):
-    this is the floor an exact per-part distance cannot go below. ``ways``: which of the two to time.
+    Part-major copies are made first and not timed. Three ways are timed and the fastest counts: one GEMM per part
+    over the full gallery width per block of probe rows, one per part and 2048 x 2048 output tile, and one batched
+    GEMM (all parts) per tile of a 128 MB ``[P, rows, cols]`` stack (the tiling ``GalleryDistances`` uses): this is
+    the floor an exact per-part distance cannot go below. ``ways``: which of them to time.
     """
     xp = emb[torch.as_tensor(probes)].permute(2, 0, 1).contiguous()  # [P, nq, C]
     yp = emb[torch.as_tensor(gallery)].permute(2, 0, 1).contiguous()  # [P, ng, C]
     nq, ng = xp.shape[1], yp.shape[1]
-    shapes = {"full_width": (max(1, BLOCK_ELEMENTS // ng), ng), "tiled": (min(TILE, nq), min(TILE, ng))}
-    return {way: _products(xp, yp, *shapes[way]) for way in ways}
+    cols = min(TILE, ng)
+    shapes = {"full_width": (max(1, BLOCK_ELEMENTS // ng), ng), "tiled": (min(TILE, nq), cols),
+              "batched": (min(TILE, nq, max(1, BLOCK_ELEMENTS // (xp.shape[0] * cols))), cols)}
+    return {way: _products(xp, yp, *shapes[way], batched=way == "batched") for way in ways}
 
 
-def _products(xp: torch.Tensor, yp: torch.Tensor, rows: int, cols: int) -> float:
+def _products(xp: torch.Tensor, yp: torch.Tensor, rows: int, cols: int, batched: bool = False) -> float:
     parts, nq, ng = xp.shape[0], xp.shape[1], yp.shape[1]
-    buffer = torch.empty(rows * cols)
+    buffer = torch.empty(rows * cols * (parts if batched else 1))
     start = time.perf_counter()
     for r0 in range(0, nq, rows):
         for c0 in range(0, ng, cols):
-            out = buffer[: min(rows, nq - r0) * min(cols, ng - c0)].view(min(rows, nq - r0), -1)
+            shape = (min(rows, nq - r0), min(cols, ng - c0))
+            if batched:
+                out = buffer[: parts * shape[0] * shape[1]].view(parts, *shape)
+                torch.bmm(xp[:, r0 : r0 + rows], yp[:, c0 : c0 + cols].transpose(1, 2), out=out)
+                continue
+            out = buffer[: shape[0] * shape[1]].view(shape)
             for p in range(parts):
                 torch.mm(xp[p, r0 : r0 + rows], yp[p, c0 : c0 + cols].T, out=out)
     return time.perf_counter() - start
@@ -112,7 +121,7 @@ def run_case(name: str, quick: bool) -> dict:
             lambda: evaluate(protocol, emb, labels, types, views, cross_view_gallery=True), repeats)
         row["cross_view_s"] = float(np.median(row["cross_view_runs"]))
     row["peak_rss_gb"] = _peak_rss_gb()
-    chosen = ("tiled",) if name in TILED_ONLY else ("full_width", "tiled")
+    chosen = FEWER_WAYS.get(name, WAYS)
     ways = [bare_product_times(emb, probes, gallery, chosen) for _ in range(repeats)]
     medians = {way: float(np.median([w[way] for w in ways])) for way in chosen}
     row.update({f"bare_{way}_s": value for way, value in medians.items()})

@@ -6,11 +6,11 @@ Owns the one distance every evaluation protocol uses (fixtures README §1):
   form ``sqrt(relu(|x|² + |y|² − 2 x·y))`` (so identical vectors get ~1e-3, not 0, like OpenGait);
 * ``cos``: ``1 − mean_p cos(x_p, y_p)`` with part vectors normalised as ``x / max(|x|, 1e-12)``.
 
-:class:`GalleryDistances` lays a gallery out once and then serves blocks of queries. For ``euc`` each part is one
-GEMM over augmented rows, ``[x, |x|², 1] · [−2y, 1, |y|²] = |x|² + |y|² − 2 x·y``, so no broadcast temporaries
-exist; the GEMM output, its sqrt and the accumulation over parts stay inside one cache-resident tile
-(``_TILE_ROWS × _TILE_COLS``) and every buffer is allocated once. The cost is the per-part products plus two
-element-wise passes; ``bench/eval_scale.py`` measures it against the bare products.
+:class:`GalleryDistances` lays a gallery out once, part-major, and then serves blocks of queries. For ``euc`` the
+parts of one output tile are one batched GEMM over augmented rows, ``[x, |x|², 1] · [−2y, 1, |y|²] = |x|² + |y|² −
+2 x·y``, into a reused ``[P, rows, cols]`` stack, so no broadcast temporaries exist; the epilogue ``Σ_p sqrt(·) / P``
+then reads the stack (one compiled pass for large problems, :mod:`gaitkd.evaluation.fused`, else three eager
+passes). ``bench/eval_scale.py`` measures it against the bare products.
 """
 
 from __future__ import annotations
@@ -20,13 +20,16 @@ from typing import Literal
 import numpy as np
 import torch
 
+from gaitkd.evaluation import fused
+
 Metric = Literal["euc", "cos"]
 METRICS: tuple[str, ...] = ("euc", "cos")
 
-# One euc tile: the [rows, cols] float32 GEMM output (16 MB) that is rooted and added into the result while it is
-# still in the last-level cache. A trade-off measured on the 2-core dev machine (bench/eval_scale.py): smaller
-# tiles keep the element-wise passes in L2 but make the GEMMs up to 20 % slower; larger ones leave the cache.
-_TILE_ROWS, _TILE_COLS = 2048, 2048
+# One euc tile: at most _TILE_ROWS x _TILE_COLS distances, with rows cut so that the [P, rows, cols] float32 stack of
+# per-part GEMM outputs holds at most _STACK_ELEMENTS (128 MB). Measured on the 2-core dev machine
+# (bench/eval_scale.py): one batched GEMM per tile is faster than P separate ones, and the stack stays cache-resident
+# enough that the epilogue costs a few per cent of the products when compiled.
+_TILE_ROWS, _TILE_COLS, _STACK_ELEMENTS = 2048, 2048, 1 << 25
 # Rows laid out per step when building the gallery or a query block (bounds the layout's temporaries), and rows
 # per cache-resident step inside one layout (64 x 16 parts x 258 floats = 1 MB).
 _LAYOUT_ROWS, _LAYOUT_CACHE_ROWS = 4096, 64
@@ -45,25 +48,26 @@ def as_embeddings(x: torch.Tensor | np.ndarray, name: str = "embeddings") -> tor
 def _layout(emb: torch.Tensor, metric: str, side: str, rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Write one side's GEMM operand for the rows ``rows`` (int64 indices) of ``emb [N, C, P]`` into ``out``.
 
-    euc: ``out [n, P, C + 2]``, rows ``[x_p, |x_p|², 1]`` (``side="query"``) or ``[−2 y_p, 1, |y_p|²]``
-    (gallery); part ``p`` is the strided matrix ``out[:, p]``, which the GEMM reads as it is. cos: ``out [n, C·P]``,
-    part vectors L2-normalised, flattened in ``(C, P)`` order. Rows are gathered and written in small
-    cache-resident steps; the norms computed on the way double as the finiteness check.
+    euc: ``out [P, n, C + 2]``, part-major rows ``[x_p, |x_p|², 1]`` (``side="query"``) or ``[−2 y_p, 1, |y_p|²]``
+    (gallery), so ``out[:, rows]`` is the batched GEMM's operand as it is. cos: ``out [n, C·P]``, part vectors
+    L2-normalised, flattened in ``(C, P)`` order. Rows are gathered and written in small cache-resident steps; the
+    norms computed on the way double as the finiteness check.
     """
     step, (channels, parts) = _LAYOUT_CACHE_ROWS, emb.shape[1:]
     gathered = torch.empty(min(step, len(rows)), channels, parts, dtype=torch.float32, device=emb.device)
-    squares = torch.empty(len(gathered), parts, channels, dtype=torch.float32, device=emb.device)
+    squares = torch.empty(parts, len(gathered), channels, dtype=torch.float32, device=emb.device)
     for s in range(0, len(rows), step):
-        src, dst = gathered[: len(rows[s : s + step])], out[s : s + step]
+        src = gathered[: len(rows[s : s + step])]
         torch.index_select(emb, 0, rows[s : s + step], out=src)
         if metric == "cos":
             norms = torch.linalg.vector_norm(src, dim=1, keepdim=True)  # [b, 1, P], as F.normalize
             _require_finite(norms, side, len(rows))
-            torch.div(src, norms.clamp_min(1e-12), out=dst.view(src.shape))
+            torch.div(src, norms.clamp_min(1e-12), out=out[s : s + step].view(src.shape))
             continue
+        dst = out[:, s : s + step]
         vec = dst[..., :channels]
-        vec.copy_(src.transpose(1, 2))  # the one transposition, [C, P] -> [P, C]
-        sq = torch.mul(vec, vec, out=squares[: len(src)]).sum(-1)  # |x_p|² = Σ_c x², as OpenGait computes it
+        vec.copy_(src.permute(2, 0, 1))  # the one transposition, [b, C, P] -> [P, b, C]
+        sq = torch.mul(vec, vec, out=squares[:, : len(src)]).sum(-1)  # |x_p|² = Σ_c x², as OpenGait computes it
         _require_finite(sq, side, len(rows))
         if side == "query":
             dst[..., channels], dst[..., channels + 1] = sq, 1.0
@@ -95,13 +99,16 @@ class GalleryDistances:
         metric: ``"euc"`` or ``"cos"``.
         index: optional row numbers selecting the gallery out of ``gallery`` (gathered on the fly, so
             ``gallery[index]`` never exists as a copy).
+        queries: how many query rows will be served in all (default: as many as the gallery); only chooses the
+            euc epilogue (:func:`gaitkd.evaluation.fused.use_compiled`), never the result.
 
     ``__call__(queries, out=None, index=None)``: distances of ``queries[index]`` (all rows if ``None``) to the
     gallery, written into ``out`` (float32 ``[n, n_gallery]``, contiguous; allocated if ``None``) and returned.
     Buffers are reused across calls, so one instance serves one thread.
     """
 
-    def __init__(self, gallery: torch.Tensor | np.ndarray, metric: Metric = "euc", index: np.ndarray | None = None):
+    def __init__(self, gallery: torch.Tensor | np.ndarray, metric: Metric = "euc", index: np.ndarray | None = None,
+                 queries: int | None = None):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         emb = as_embeddings(gallery, "gallery")
@@ -110,11 +117,17 @@ class GalleryDistances:
         self.size = len(rows)
         self._g = _layout(emb, metric, "gallery", rows, self._operand(self.size))
         self._q = self._operand(0)
-        self._tile = torch.empty(0, dtype=torch.float32, device=emb.device)
+        self._stack = torch.empty(0, dtype=torch.float32, device=emb.device)
+        flop = 2.0 * self.parts * (self.channels + 2) * self.size * (self.size if queries is None else queries)
+        self.compiled = metric == "euc" and fused.use_compiled(flop)
+        self.redone = 0  # eager euc tiles redone with the relu (a rounding-negative square: near-identical vectors)
 
     def _operand(self, n: int) -> torch.Tensor:
-        shape = (n, self.channels * self.parts) if self.metric == "cos" else (n, self.parts, self.channels + 2)
+        shape = (n, self.channels * self.parts) if self.metric == "cos" else (self.parts, n, self.channels + 2)
         return torch.empty(shape, dtype=torch.float32, device=self.device)
+
+    def _rows_of(self, operand: torch.Tensor, n: int) -> torch.Tensor:
+        return operand[:n] if self.metric == "cos" else operand[:, :n]
 
     def __call__(
         self, queries: torch.Tensor | np.ndarray, out: torch.Tensor | None = None, index: np.ndarray | None = None
@@ -133,11 +146,11 @@ class GalleryDistances:
             raise ValueError(f"out must be a contiguous [{n}, {self.size}] tensor, got {tuple(out.shape)}")
         if n == 0 or self.size == 0:
             return out
-        if len(self._q) < min(n, _LAYOUT_ROWS):
+        if self._q.shape[self.metric == "euc"] < min(n, _LAYOUT_ROWS):
             self._q = self._operand(min(n, _LAYOUT_ROWS))
         for s in range(0, n, _LAYOUT_ROWS):
             block = rows[s : s + _LAYOUT_ROWS]
-            q = _layout(x, self.metric, "query", block, self._q[: len(block)])
+            q = _layout(x, self.metric, "query", block, self._rows_of(self._q, len(block)))
             (self._cos if self.metric == "cos" else self._euc)(q, out[s : s + _LAYOUT_ROWS])
         return out
 
@@ -146,34 +159,33 @@ class GalleryDistances:
         out.div_(self.parts).neg_().add_(1.0)  # 1 − s / P, in OpenGait's order
 
     def _euc(self, q: torch.Tensor, out: torch.Tensor) -> None:
-        rows, cols = min(_TILE_ROWS, len(q)), min(_TILE_COLS, self.size)
-        if self._tile.numel() < rows * cols:
-            self._tile = torch.empty(rows * cols, dtype=torch.float32, device=self.device)
-        for r0 in range(0, len(q), _TILE_ROWS):
-            qr = q[r0 : r0 + _TILE_ROWS]
-            for c0 in range(0, self.size, _TILE_COLS):
-                g = self._g[c0 : c0 + _TILE_COLS]
-                target = out[r0 : r0 + _TILE_ROWS, c0 : c0 + _TILE_COLS]
-                tile = self._tile[: target.numel()].view(target.shape)
-                self._euc_tile(qr, g, tile, target, clamp=False)
-                if torch.sum(target).isnan():  # a rounding-negative square somewhere (near-identical vectors)
-                    self._euc_tile(qr, g, tile, target, clamp=True)
-                target.div_(self.parts)
+        """``out = Σ_p sqrt(relu(q_p g_pᵀ)) / P``, tile by tile through the reused ``[P, rows, cols]`` stack."""
+        cols = min(_TILE_COLS, self.size)
+        rows = min(_TILE_ROWS, q.shape[1], max(1, _STACK_ELEMENTS // (self.parts * cols)))
+        if self._stack.numel() < self.parts * rows * cols:
+            self._stack = torch.empty(self.parts * rows * cols, dtype=torch.float32, device=self.device)
+        for r0 in range(0, q.shape[1], rows):
+            qr = q[:, r0 : r0 + rows]
+            for c0 in range(0, self.size, cols):
+                g = self._g[:, c0 : c0 + cols]
+                target = out[r0 : r0 + rows, c0 : c0 + cols]
+                stack = self._stack[: self.parts * target.numel()].view(self.parts, *target.shape)
+                torch.bmm(qr, g.transpose(1, 2), out=stack)  # |x_p|² + |y_p|² − 2 x_p·y_p, every part at once
+                if not (self.compiled and fused.compiled_epilogue(stack, target, self.parts)):
+                    self._euc_eager(qr, g, stack, target)
 
-    def _euc_tile(self, q: torch.Tensor, g: torch.Tensor, tile: torch.Tensor, target: torch.Tensor, clamp: bool):
-        """``target = Σ_p sqrt(relu(q_p g_pᵀ))`` through the cache-sized ``tile``.
+    def _euc_eager(self, q: torch.Tensor, g: torch.Tensor, stack: torch.Tensor, target: torch.Tensor) -> None:
+        """The epilogue in eager passes: sqrt in place, sum over parts (in part order, as OpenGait), divide.
 
-        Without ``clamp`` the relu is skipped (one element-wise pass fewer): a square that rounding made negative
-        then shows as NaN in ``target`` (inputs are finite), and the caller redoes the tile with ``clamp``.
+        The relu is skipped (one pass fewer): a square that rounding made negative then shows as NaN in ``target``
+        (inputs are finite), and the tile is redone with the clamp.
         """
-        for p in range(self.parts):
-            torch.mm(q[:, p], g[:, p].T, out=tile)  # |x_p|² + |y_p|² − 2 x_p·y_p
-            if clamp:
-                tile.clamp_(min=0.0)
-            if p == 0:
-                torch.sqrt(tile, out=target)
-            else:
-                target.add_(tile.sqrt_())
+        torch.sum(stack.sqrt_(), 0, out=target)
+        if torch.sum(target).isnan():  # a rounding-negative square somewhere (near-identical vectors)
+            self.redone += 1
+            torch.bmm(q, g.transpose(1, 2), out=stack)
+            torch.sum(stack.clamp_(min=0.0).sqrt_(), 0, out=target)
+        target.div_(self.parts)
 
 
 def pairwise_distance(
@@ -200,7 +212,7 @@ def pairwise_distance(
         raise ValueError(f"x and y must share [C, P]: got x {tuple(x.shape)} and y {tuple(y.shape)}")
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    dists = GalleryDistances(y, metric)
+    dists = GalleryDistances(y, metric, queries=x.shape[0])
     out = torch.empty(x.shape[0], y.shape[0], dtype=torch.float32, device=x.device)
     step = chunk or max(1, x.shape[0])
     for s in range(0, x.shape[0], step):
