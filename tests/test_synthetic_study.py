@@ -33,3 +33,23 @@ def test_every_planned_run_composes(tmp_path):
                 assert cfg.seed == 0 or group == "teachers", (group, name)
                 if name.startswith("two_teachers"):
                     assert cfg.teachers.gaitbase.model._target_.endswith("GaitBase")
+
+
+def test_cost_estimate_counts_only_the_teachers_that_run(tmp_path):
+    """cost.py prices a KD step as 3x the student's forward plus the teachers' forwards; a baseline runs none."""
+    spec = importlib.util.spec_from_file_location("study_cost", REPO / "experiments" / "synthetic_study" / "cost.py")
+    cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cost)
+    for name in driver.TEACHERS:
+        driver.teacher_ckpt(tmp_path, name).parent.mkdir(parents=True)
+        driver.teacher_ckpt(tmp_path, name).touch()
+    runs = {f"{g}/{n}": ov for g, n, ov in driver.plan(tmp_path, ["gaitset"], [0])}
+    cache: dict = {}
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        got = {key: cost.run_cost(compose("run", overrides=["data=synthetic", *runs[key]]), 20, cache)
+               for key in ("gaitset/none/seed0", "gaitset/gaitkd/seed0", "gaitset/two_teachers/seed0")}
+    base, kd, two = got.values()
+    assert base["teacher_gflops"] == 0 < kd["teacher_gflops"] < two["teacher_gflops"]
+    assert base["student_gflops"] == kd["student_gflops"] > 0
+    for c in got.values():
+        assert c["train_gflop"] == c["steps"] * c["batch"] * (3 * c["student_gflops"] + c["teacher_gflops"])
