@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from gaitkd.evaluation import distance, fused
+from gaitkd.evaluation import distance
 from gaitkd.evaluation.distance import GalleryDistances, pairwise_distance
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,6 @@ def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiles and layout steps that do not divide the sizes below, so every edge case of the tiling runs."""
     monkeypatch.setattr(distance, "_TILE_ROWS", 3)
     monkeypatch.setattr(distance, "_TILE_COLS", 5)
-    monkeypatch.setattr(distance, "_STACK_ELEMENTS", 60)  # 5 parts x 5 cols: 2 rows per tile
     monkeypatch.setattr(distance, "_LAYOUT_ROWS", 4)
 
 
@@ -97,55 +96,16 @@ def test_eval_scale_benchmark_quick(tmp_path: Path) -> None:
         assert 0.0 <= row["single_view_result"]["NM@R1"] <= 100.0
 
 
-@pytest.mark.parametrize("compiled", ["0", "1"])
-def test_rounding_negative_squares_are_clamped(compiled: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Self-distances of large vectors round below zero in float32: the relu applies (eager: the tile is redone)."""
-    monkeypatch.setenv("GAITKD_EVAL_COMPILE", compiled)
+def test_rounding_negative_squares_are_clamped() -> None:
+    """Self-distances of large vectors round below zero in float32; the tile is redone with the relu, no NaN."""
     x = torch.randn(64, 16, 4, generator=torch.Generator().manual_seed(0)) * 10
     dists = GalleryDistances(x)
     got = dists(x)
-    assert dists.compiled == (compiled == "1")
-    assert dists.redone == (compiled == "0")  # one tile, redone once; the compiled kernel clamps in its pass
+    assert dists.redone == 1  # one tile, redone once
     assert not got.isnan().any()
     assert got.diagonal().max() <= 2e-2 and got.diagonal().min() >= 0  # |x|² ≈ 1600: float32 noise, not 0
     off = ~torch.eye(64, dtype=torch.bool)
     torch.testing.assert_close(got[off], _reference(x, x, "euc").float()[off], rtol=1e-5, atol=1e-4)
-
-
-def test_compiled_epilogue_matches_eager(small_tiles: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The compiled one-pass epilogue gives the eager passes' distances to float32 rounding, edge tiles included."""
-    gen = torch.Generator().manual_seed(2)
-    x, y = torch.randn(11, 7, 5, generator=gen), torch.randn(13, 7, 5, generator=gen)
-    monkeypatch.setenv("GAITKD_EVAL_COMPILE", "0")
-    eager = GalleryDistances(y)(x)
-    monkeypatch.setenv("GAITKD_EVAL_COMPILE", "1")
-    dists = GalleryDistances(y)
-    assert dists.compiled
-    torch.testing.assert_close(dists(x), eager, rtol=1e-6, atol=1e-6)
-
-
-def test_compile_failure_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*args, **kwargs):
-        raise RuntimeError("no compiler here")
-
-    monkeypatch.setattr(fused, "_compiled", None)
-    monkeypatch.setattr(fused, "_failed", False)
-    monkeypatch.setattr(fused.torch, "compile", broken)
-    monkeypatch.setenv("GAITKD_EVAL_COMPILE", "1")
-    x = torch.randn(6, 4, 3, generator=torch.Generator().manual_seed(3))
-    with pytest.warns(UserWarning, match="no compiler here"):
-        got = GalleryDistances(x)(x[:2])
-    torch.testing.assert_close(got, _reference(x[:2], x, "euc").float(), rtol=1e-5, atol=2e-3)
-    assert not fused.use_compiled(1e30)  # tried once per process, not per tile
-
-
-def test_compile_switch_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GAITKD_EVAL_COMPILE", "yes")
-    with pytest.raises(ValueError, match="GAITKD_EVAL_COMPILE must be auto, 0 or 1"):
-        GalleryDistances(torch.randn(4, 3, 2))
-    monkeypatch.setenv("GAITKD_EVAL_COMPILE", "auto")
-    assert not GalleryDistances(torch.randn(4, 3, 2)).compiled  # tiny: compiling would cost more than it saves
-    assert fused.use_compiled(fused.COMPILE_MIN_FLOP) or fused._failed
 
 
 def test_non_finite_embeddings_are_refused() -> None:

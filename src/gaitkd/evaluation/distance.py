@@ -6,11 +6,11 @@ Owns the one distance every evaluation protocol uses (fixtures README §1):
   form ``sqrt(relu(|x|² + |y|² − 2 x·y))`` (so identical vectors get ~1e-3, not 0, like OpenGait);
 * ``cos``: ``1 − mean_p cos(x_p, y_p)`` with part vectors normalised as ``x / max(|x|, 1e-12)``.
 
-:class:`GalleryDistances` lays a gallery out once, part-major, and then serves blocks of queries. For ``euc`` the
-parts of one output tile are one batched GEMM over augmented rows, ``[x, |x|², 1] · [−2y, 1, |y|²] = |x|² + |y|² −
-2 x·y``, into a reused ``[P, rows, cols]`` stack, so no broadcast temporaries exist; the epilogue ``Σ_p sqrt(·) / P``
-then reads the stack (one compiled pass for large problems, :mod:`gaitkd.evaluation.fused`, else three eager
-passes). ``bench/eval_scale.py`` measures it against the bare products.
+:class:`GalleryDistances` lays a gallery out once, part-major, and then serves blocks of queries. For ``euc`` each part
+is one GEMM over augmented rows, ``[x, |x|², 1] · [−2y, 1, |y|²] = |x|² + |y|² − 2 x·y``, so no broadcast temporaries
+exist; the GEMM output, its sqrt and the accumulation over parts stay inside one cache-resident tile
+(``_TILE_ROWS × _TILE_COLS``) and every buffer is allocated once. The cost is the per-part products plus two
+element-wise passes; ``bench/eval_scale.py`` measures it against the bare products.
 """
 
 from __future__ import annotations
@@ -20,16 +20,14 @@ from typing import Literal
 import numpy as np
 import torch
 
-from gaitkd.evaluation import fused
-
 Metric = Literal["euc", "cos"]
 METRICS: tuple[str, ...] = ("euc", "cos")
 
-# One euc tile: at most _TILE_ROWS x _TILE_COLS distances, with rows cut so that the [P, rows, cols] float32 stack of
-# per-part GEMM outputs holds at most _STACK_ELEMENTS (128 MB). Measured on the 2-core dev machine
-# (bench/eval_scale.py): one batched GEMM per tile is faster than P separate ones, and the stack stays cache-resident
-# enough that the epilogue costs a few per cent of the products when compiled.
-_TILE_ROWS, _TILE_COLS, _STACK_ELEMENTS = 2048, 2048, 1 << 25
+# One euc tile: the [rows, cols] float32 GEMM output (16 MB) that is rooted and added into the result while it is
+# still in the last-level cache. Measured on the 2-core dev machine (bench/eval_scale.py, quiet): smaller tiles make
+# the GEMMs slower; one batched GEMM per tile into a [P, rows, cols] stack (all parts at once) is 13 % slower than
+# P separate GEMMs, and a compiled one-pass epilogue (torch.compile) saved only ~2 % of the products.
+_TILE_ROWS, _TILE_COLS = 2048, 2048
 # Rows laid out per step when building the gallery or a query block (bounds the layout's temporaries), and rows
 # per cache-resident step inside one layout (64 x 16 parts x 258 floats = 1 MB).
 _LAYOUT_ROWS, _LAYOUT_CACHE_ROWS = 4096, 64
@@ -77,6 +75,12 @@ def _layout(emb: torch.Tensor, metric: str, side: str, rows: torch.Tensor, out: 
     return out
 
 
+def _even(n: int, most: int) -> int:
+    """The tile length that cuts ``n`` into as few tiles of at most ``most`` as possible, all of nearly one size
+    (no thin edge tile: a GEMM a few columns wide runs far below the machine's rate)."""
+    return -(-n // -(-n // most))
+
+
 def _require_finite(norms: torch.Tensor, side: str, total: int) -> None:
     if not torch.isfinite(norms).all():
         raise ValueError(f"{side} embeddings: some of the {total} contain NaN or inf (did training diverge?)")
@@ -99,16 +103,13 @@ class GalleryDistances:
         metric: ``"euc"`` or ``"cos"``.
         index: optional row numbers selecting the gallery out of ``gallery`` (gathered on the fly, so
             ``gallery[index]`` never exists as a copy).
-        queries: how many query rows will be served in all (default: as many as the gallery); only chooses the
-            euc epilogue (:func:`gaitkd.evaluation.fused.use_compiled`), never the result.
 
     ``__call__(queries, out=None, index=None)``: distances of ``queries[index]`` (all rows if ``None``) to the
     gallery, written into ``out`` (float32 ``[n, n_gallery]``, contiguous; allocated if ``None``) and returned.
     Buffers are reused across calls, so one instance serves one thread.
     """
 
-    def __init__(self, gallery: torch.Tensor | np.ndarray, metric: Metric = "euc", index: np.ndarray | None = None,
-                 queries: int | None = None):
+    def __init__(self, gallery: torch.Tensor | np.ndarray, metric: Metric = "euc", index: np.ndarray | None = None):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         emb = as_embeddings(gallery, "gallery")
@@ -117,10 +118,8 @@ class GalleryDistances:
         self.size = len(rows)
         self._g = _layout(emb, metric, "gallery", rows, self._operand(self.size))
         self._q = self._operand(0)
-        self._stack = torch.empty(0, dtype=torch.float32, device=emb.device)
-        flop = 2.0 * self.parts * (self.channels + 2) * self.size * (self.size if queries is None else queries)
-        self.compiled = metric == "euc" and fused.use_compiled(flop)
-        self.redone = 0  # eager euc tiles redone with the relu (a rounding-negative square: near-identical vectors)
+        self._tile = torch.empty(0, dtype=torch.float32, device=emb.device)
+        self.redone = 0  # euc tiles redone with the relu (a rounding-negative square: near-identical vectors)
 
     def _operand(self, n: int) -> torch.Tensor:
         shape = (n, self.channels * self.parts) if self.metric == "cos" else (self.parts, n, self.channels + 2)
@@ -159,33 +158,38 @@ class GalleryDistances:
         out.div_(self.parts).neg_().add_(1.0)  # 1 − s / P, in OpenGait's order
 
     def _euc(self, q: torch.Tensor, out: torch.Tensor) -> None:
-        """``out = Σ_p sqrt(relu(q_p g_pᵀ)) / P``, tile by tile through the reused ``[P, rows, cols]`` stack."""
-        cols = min(_TILE_COLS, self.size)
-        rows = min(_TILE_ROWS, q.shape[1], max(1, _STACK_ELEMENTS // (self.parts * cols)))
-        if self._stack.numel() < self.parts * rows * cols:
-            self._stack = torch.empty(self.parts * rows * cols, dtype=torch.float32, device=self.device)
+        rows, cols = _even(q.shape[1], _TILE_ROWS), _even(self.size, _TILE_COLS)
+        if self._tile.numel() < 2 * rows * cols:
+            self._tile = torch.empty(2 * rows * cols, dtype=torch.float32, device=self.device)
         for r0 in range(0, q.shape[1], rows):
             qr = q[:, r0 : r0 + rows]
             for c0 in range(0, self.size, cols):
                 g = self._g[:, c0 : c0 + cols]
                 target = out[r0 : r0 + rows, c0 : c0 + cols]
-                stack = self._stack[: self.parts * target.numel()].view(self.parts, *target.shape)
-                torch.bmm(qr, g.transpose(1, 2), out=stack)  # |x_p|² + |y_p|² − 2 x_p·y_p, every part at once
-                if not (self.compiled and fused.compiled_epilogue(stack, target, self.parts)):
-                    self._euc_eager(qr, g, stack, target)
+                tile, acc = (self._tile[i * target.numel() : (i + 1) * target.numel()].view(target.shape)
+                             for i in (0, 1))
+                self._euc_tile(qr, g, tile, acc, clamp=False)
+                if torch.sum(acc).isnan():  # a rounding-negative square somewhere (near-identical vectors)
+                    self.redone += 1
+                    self._euc_tile(qr, g, tile, acc, clamp=True)
+                torch.div(acc, self.parts, out=target)
 
-    def _euc_eager(self, q: torch.Tensor, g: torch.Tensor, stack: torch.Tensor, target: torch.Tensor) -> None:
-        """The epilogue in eager passes: sqrt in place, sum over parts (in part order, as OpenGait), divide.
+    def _euc_tile(self, q: torch.Tensor, g: torch.Tensor, tile: torch.Tensor, acc: torch.Tensor, clamp: bool):
+        """``acc = Σ_p sqrt(relu(q_p g_pᵀ))`` through the cache-sized ``tile``, in part order as OpenGait.
 
-        The relu is skipped (one pass fewer): a square that rounding made negative then shows as NaN in ``target``
-        (inputs are finite), and the tile is redone with the clamp.
+        ``acc`` is contiguous (the result block's window is not: its rows are a gallery apart, so every pass over
+        it would touch a page per row). Without ``clamp`` the relu is skipped (one element-wise pass fewer): a
+        square that rounding made negative then shows as NaN in ``acc`` (inputs are finite), and the caller redoes
+        the tile with ``clamp``.
         """
-        torch.sum(stack.sqrt_(), 0, out=target)
-        if torch.sum(target).isnan():  # a rounding-negative square somewhere (near-identical vectors)
-            self.redone += 1
-            torch.bmm(q, g.transpose(1, 2), out=stack)
-            torch.sum(stack.clamp_(min=0.0).sqrt_(), 0, out=target)
-        target.div_(self.parts)
+        for p in range(self.parts):
+            torch.mm(q[p], g[p].T, out=tile)  # |x_p|² + |y_p|² − 2 x_p·y_p
+            if clamp:
+                tile.clamp_(min=0.0)
+            if p == 0:
+                torch.sqrt(tile, out=acc)
+            else:
+                acc.add_(tile.sqrt_())
 
 
 def pairwise_distance(
@@ -212,7 +216,7 @@ def pairwise_distance(
         raise ValueError(f"x and y must share [C, P]: got x {tuple(x.shape)} and y {tuple(y.shape)}")
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    dists = GalleryDistances(y, metric, queries=x.shape[0])
+    dists = GalleryDistances(y, metric)
     out = torch.empty(x.shape[0], y.shape[0], dtype=torch.float32, device=x.device)
     step = chunk or max(1, x.shape[0])
     for s in range(0, x.shape[0], step):

@@ -154,7 +154,7 @@ def single_view_gallery_evaluation(
     cond = _condition_index(typ, proto.probe_types)
     probes = np.flatnonzero(cond >= 0)
     device = emb.device
-    dists = GalleryDistances(emb, metric, index=gallery, queries=len(probes))
+    dists = GalleryDistances(emb, metric, index=gallery)
     g_lab, p_lab = (torch.as_tensor(codes[i], device=device) for i in (gallery, probes))
     hits = torch.empty(len(probes), n_views, dtype=torch.bool, device=device)  # [n_probe, V]: top-1 at view v2 correct
     ranks = torch.empty(len(probes), n_views, dtype=torch.int64, device=device) if cmc_ranks else None
@@ -347,7 +347,7 @@ def cross_view_gallery_evaluation(
         own = np.bincount(pair[gallery], minlength=int(pair.max()) + 1)[pair[probes]]
         cmc_ranks = min(cmc_ranks, max(len(gallery) - int(own.max(initial=0)), 1))
     device = emb.device
-    dists = GalleryDistances(emb, metric, index=gallery, queries=len(probes))
+    dists = GalleryDistances(emb, metric, index=gallery)
     g_lab, g_view = (torch.as_tensor(a[gallery], device=device) for a in (codes, view_idx))
     first = np.empty(len(probes), dtype=np.int64)
     ap = np.empty(len(probes), dtype=np.float64)
