@@ -121,7 +121,10 @@ def switches_table(results: dict) -> list[str]:
         diff, rel = max(ex["max_abs_diff"].values()), max(ex["max_rel_diff"].values())
         exact = "exact (0)" if ex["exact"] else f"{diff:.1e} ({rel:.1e})"
         default = json.dumps(perf.get(key.removeprefix("perf.")))
-        lines.append(f"| `{key}` | `{ex['overrides'][0].split('=')[1] if ex['overrides'] else ''}` | "
+        setting = f"`{ex['overrides'][0].split('=')[1]}`" if ex["overrides"] else ""
+        if " " in fig["name"]:  # a per-model figure, e.g. "channels_last gaitpart": that student's own step
+            setting += f" ({fig['name'].split(' ', 1)[1]} student step, {ex['batch']} seqs x {ex['frames']} frames)"
+        lines.append(f"| `{key}` | {setting} | "
                      f"{fig['ratio']:.3f} | {_spread(fig['value'], 's')} | {ex['warmup_s']:.1f} s | {exact} | "
                      f"{verdict(fig['ratio'])} | `{default}` |")
     loader = {(f["extra"]["cache"], f["extra"]["workers"]): f for f in

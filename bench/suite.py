@@ -59,7 +59,7 @@ PLANS = {
         "framework": {"models": framework.MODELS, "sizes": framework.SIZES, "warmup": 2, "repeats": 10},
         "kd_step": {"experiments": kd_step.EXPERIMENTS, "p": 4, "k": 2, "frames": 10, "repeats": 5, "overrides": []},
         "switches": {"p": 4, "k": 2, "frames": 10, "repeats": 5, "variants": tuple(switches.VARIANTS),
-                     "overrides": []},
+                     "overrides": [], "per_model": framework.MODELS, "sizes": framework.SIZES},
         "export": {"frames": 30, "repeats": 5, "models": None},
         "demo": {"run": True},
     },
@@ -70,13 +70,14 @@ PLANS = {
         "kd_step": {"experiments": kd_step.EXPERIMENTS, "p": 2, "k": 2, "frames": 6, "repeats": 1, "overrides": SMALL},
         "switches": {"p": 2, "k": 2, "frames": 6, "repeats": 1, "overrides": SMALL,
                      "variants": ("defaults", "channels_last", "compile_teacher", "teacher_autocast_bf16",
-                                   "teacher_no_grad")},
+                                   "teacher_no_grad"),
+                     "per_model": ["gaitset_small"], "sizes": {"gaitset_small": (2, 2, 6)}},
         "export": {"frames": 8, "repeats": 3, "models": ["GaitPart"]},
         "demo": {"run": False},
     },
 }
 # full-plan section times estimated from the CPU budget notes and earlier runs on a quiet 2-core machine (~17 min)
-EXPECTED_S = {"eval": 300, "loader": 60, "framework": 110, "kd_step": 30, "switches": 120, "export": 30, "demo": 360}
+EXPECTED_S = {"eval": 300, "loader": 60, "framework": 110, "kd_step": 30, "switches": 200, "export": 30, "demo": 360}
 EVAL_TARGETS = {"casia_b": 1.5, "oumvlp": 1.2}  # issue 4's single-view targets (bench/README.md)
 
 
@@ -152,7 +153,8 @@ RUNNERS = {
     "kd_step": lambda plan, log: kd_step.run(plan["experiments"], (), plan["p"], plan["k"], plan["frames"],
                                              plan["repeats"], plan["overrides"], log=log),
     "switches": lambda plan, log: switches.run("gaitgl_to_gaitset", plan["p"], plan["k"], plan["frames"],
-                                               plan["repeats"], plan["variants"], plan["overrides"], log=log),
+                                               plan["repeats"], plan["variants"], plan["overrides"], log=log)
+    + switches.channels_last_per_model(plan["per_model"], plan["sizes"], plan["repeats"], log=log),
     "export": run_export,
     "demo": run_demo,
 }

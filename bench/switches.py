@@ -104,6 +104,22 @@ def run(experiment: str = "gaitgl_to_gaitset", p: int = 4, k: int = 2, frames: i
     return figures
 
 
+def channels_last_per_model(models, sizes: dict, repeats: int = 5, log=print) -> list[dict]:
+    """``channels_last`` vs the defaults on each model's own training step (no teacher): where does it win?
+
+    ``sizes``: model -> (P, K, frames), as the framework section. Figures are named ``channels_last <model>``."""
+    figures = []
+    for model in models:
+        p, k, frames = sizes[model]
+        log(f"  channels_last on the {model} student step ({p}x{k}x{frames})")
+        for fig in run("train_gaitset", p, k, frames, repeats, ("defaults", "channels_last"),
+                       [f"student={model}"], log=log):
+            if fig["name"] == "channels_last":
+                fig["name"], fig["bound_name"] = f"channels_last {model}", "student step, perf defaults"
+                figures.append(fig)
+    return figures
+
+
 def main() -> None:
     parser = batch_parser(__doc__)
     parser.add_argument("--experiment", default="gaitgl_to_gaitset")
