@@ -48,6 +48,25 @@ def test_report_groups_seeds_and_writes_table_and_plots(tmp_path: Path) -> None:
         assert png.size[0] > 300 and png.size[1] > 200
 
 
+def test_report_pairs_each_row_with_the_baseline_seed_by_seed(tmp_path: Path) -> None:
+    values = {("gaitkd", 0): 60.0, ("gaitkd", 1): 49.0, ("gaitkd", 2): 57.0,
+              ("none", 0): 50.0, ("none", 1): 51.0, ("none", 2): 52.0, ("kd", 1): 53.0}
+    for num, ((variant, seed), nm) in enumerate(values.items()):
+        _fake_job(tmp_path, num, [f"+variant={variant}", f"seed={seed}"], {"NM@R1": nm})
+    payload = report(tmp_path, label_key="variant", baseline="none")
+    paired = {r["label"]: r for r in payload["paired"]["rows"]}
+    assert set(paired) == {"gaitkd", "kd"}
+    diffs = [10.0, -2.0, 5.0]
+    assert paired["gaitkd"]["NM@R1"]["mean"] == pytest.approx(np.mean(diffs))
+    assert paired["gaitkd"]["NM@R1"]["std"] == pytest.approx(np.std(diffs, ddof=1))
+    assert (paired["gaitkd"]["NM@R1"]["wins"], paired["gaitkd"]["NM@R1"]["n"]) == (2, 3)
+    assert paired["kd"]["seeds"] == ["1"] and paired["kd"]["NM@R1"]["mean"] == pytest.approx(2.0)
+    table = (tmp_path / "report.md").read_text()
+    assert f"| gaitkd | 3 | +4.33 ± {np.std(diffs, ddof=1):.2f} (2/3) |" in table
+    with pytest.raises(ConfigError, match="--baseline plain: no row of that name; rows: gaitkd, none, kd"):
+        report(tmp_path, label_key="variant", baseline="plain")
+
+
 def test_report_labels_rows_by_one_key_and_plots_per_view_curves(tmp_path: Path) -> None:
     views = ["000", "090", "180"]
     for num, (variant, extra, seed) in enumerate([("gaitkd", "distill=gaitkd", 0), ("gaitkd", "distill=gaitkd", 1),

@@ -111,7 +111,8 @@ def _study(args: argparse.Namespace, console: Console) -> None:
 def _report(args: argparse.Namespace, console: Console) -> None:
     from gaitkd.report import report
 
-    payload = report(args.run_dir, metrics=args.metrics, out_dir=args.out, label_key=args.label)
+    payload = report(args.run_dir, metrics=args.metrics, out_dir=args.out, label_key=args.label,
+                     baseline=args.baseline)
     console.print(payload["table"], markup=False, highlight=False)
     console.print("wrote " + ", ".join([str(Path(args.out or args.run_dir) / "report.md"), *payload["plots"]]))
 
@@ -157,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rep.add_argument("--metrics", nargs="+", help="metric columns (default: the evaluation headline metrics found)")
     rep.add_argument("--out", help="where report.md / report.json / PNGs go (default: RUN_DIR)")
     rep.add_argument("--label", help="name each row by this override's value (e.g. variant), not all varying ones")
+    rep.add_argument("--baseline", help="a row's label (e.g. none): add each row's per-seed difference to it")
     args = parser.parse_args(argv)
     console = Console()
     try:

@@ -41,6 +41,7 @@ class Row:
     seeds: list[str] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=dict)
     per_view: list[dict] = field(default_factory=list)  # each seed's {"views": [...], "rows": {condition: [...]}}
+    by_seed: dict[str, dict[str, float]] = field(default_factory=dict)  # seed -> metric -> value
 
     def mean_std(self, metric: str) -> tuple[float, float]:
         v = np.asarray(self.values.get(metric, []), dtype=np.float64)
@@ -86,9 +87,11 @@ def build_rows(runs: Runs, metrics: list[str] | None = None,
             label = settings.get(label_key, label)
         row = rows.setdefault(key, Row(label, {k: settings.get(k, "") for k in varying}))
         row.seeds.append(settings.get(SEED_KEY, str(values.get(SEED_KEY, "?"))))
+        seed_values = row.by_seed.setdefault(row.seeds[-1], {})
         for m in metrics:
             if isinstance(values.get(m), (int, float)):
                 row.values.setdefault(m, []).append(float(values[m]))
+                seed_values[m] = float(values[m])
         if PER_VIEW in values:
             row.per_view.append(values[PER_VIEW])
     return list(rows.values()), metrics
@@ -129,6 +132,49 @@ def markdown_table(rows: list[Row], metrics: list[str]) -> str:
             mean, std = row.mean_std(m)
             cells.append("—" if np.isnan(mean) else f"{mean:.2f}" if np.isnan(std) else f"{mean:.2f} ± {std:.2f}")
         lines.append(f"| {row.label} | {len(row.seeds)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_differences(rows: list[Row], metrics: list[str], baseline: str) -> list[dict]:
+    """Per row (the baseline excepted): each metric's differences to the baseline row on the same seeds.
+
+    Every variant of a seed sees the same data and initial weights, so the per-seed difference is the comparison
+    with the seed-to-seed spread taken out. Returns ``{"label", "seeds", metric: {"mean", "std", "wins"}}`` rows
+    (``wins``: seeds where the row is above the baseline)."""
+    base = next((r for r in rows if r.label == baseline), None)
+    if base is None:
+        raise ConfigError(f"gaitkd report --baseline {baseline}: no row of that name; rows: "
+                          f"{', '.join(r.label for r in rows)}")
+    out = []
+    for row in rows:
+        if row is base:
+            continue
+        seeds = [s for s in row.seeds if s in base.by_seed]
+        entry: dict = {"label": row.label, "seeds": seeds}
+        for m in metrics:
+            d = np.asarray([row.by_seed[s][m] - base.by_seed[s][m] for s in seeds
+                            if m in row.by_seed[s] and m in base.by_seed[s]], dtype=np.float64)
+            entry[m] = {**_json_stats(float(d.mean()) if len(d) else float("nan"),
+                                      float(d.std(ddof=1)) if len(d) > 1 else float("nan")),
+                        "wins": int((d > 0).sum()), "n": len(d)}
+        out.append(entry)
+    return out
+
+
+def paired_table(paired: list[dict], metrics: list[str], baseline: str) -> str:
+    header = ["configuration", "paired seeds", *(f"Δ{m}" for m in metrics)]
+    lines = [f"Difference to `{baseline}` on the same seed (mean ± std over seeds; in brackets: seeds above it)", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry in paired:
+        cells = []
+        for m in metrics:
+            v = entry[m]
+            if v["mean"] is None:
+                cells.append("—")
+                continue
+            spread = "" if v["std"] is None else f" ± {v['std']:.2f}"
+            cells.append(f"{v['mean']:+.2f}{spread} ({v['wins']}/{v['n']})")
+        lines.append(f"| {entry['label']} | {len(entry['seeds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -190,8 +236,10 @@ def _json_stats(mean: float, std: float) -> dict[str, float | None]:
 
 
 def report(run_dir: str | Path, metrics: list[str] | None = None, out_dir: str | Path | None = None,
-           label_key: str | None = None) -> dict:
-    """Write ``report.md`` / ``report.json`` / PNGs for the multirun under ``run_dir``; returns the JSON payload."""
+           label_key: str | None = None, baseline: str | None = None) -> dict:
+    """Write ``report.md`` / ``report.json`` / PNGs for the multirun under ``run_dir``; returns the JSON payload.
+
+    ``baseline``: a row label; adds the table of per-seed differences to it (:func:`paired_differences`)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"gaitkd report: {run_dir} is not a folder (give a study's multirun folder)")
@@ -207,6 +255,9 @@ def report(run_dir: str | Path, metrics: list[str] | None = None, out_dir: str |
     out.mkdir(parents=True, exist_ok=True)
     title = f"{run_dir.parent.name}/{run_dir.name}: mean ± std over seeds"
     table = markdown_table(rows, metrics)
+    paired = paired_differences(rows, metrics, baseline) if baseline is not None else None
+    if paired is not None:
+        table += "\n" + paired_table(paired, metrics, baseline)
     (out / "report.md").write_text(f"# {run_dir}\n\n{len(runs)} runs, {len(rows)} configurations\n\n{table}")
     plots = [out / "report.png"]
     plot_bars(rows, metrics, plots[0], title)
@@ -222,5 +273,7 @@ def report(run_dir: str | Path, metrics: list[str] | None = None, out_dir: str |
         "rows": [{"label": r.label, "settings": r.settings, "seeds": r.seeds,
                   **{m: _json_stats(*r.mean_std(m)) for m in metrics}} for r in rows],
     }
+    if paired is not None:
+        payload["paired"] = {"baseline": baseline, "rows": paired}
     (out / "report.json").write_text(json.dumps(payload, indent=2))
     return payload
