@@ -44,8 +44,9 @@ QUICK = {
     "casia_b_16": ("casia_b", 6, 32, 16, True, 1),
     "oumvlp_16": ("oumvlp", 40, 32, 16, True, 1),
 }
-# cases that skip the full-width products (far the slowest way at OU-MVLP size, bench/README.md): saves ~2 min there
-FEWER_WAYS = {"oumvlp_single": ("tiled", "batched")}
+# cases that time only the tiled products (the fastest way at OU-MVLP size on a quiet machine, bench/README.md):
+# saves ~4 min there
+FEWER_WAYS = {"oumvlp_single": ("tiled",)}
 BLOCK_ELEMENTS, TILE = 1 << 25, 2048  # bare products: full-width output block (128 MB) or square tiles
 WAYS = ("full_width", "tiled", "batched")
 
