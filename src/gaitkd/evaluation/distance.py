@@ -47,9 +47,9 @@ def _layout(emb: torch.Tensor, metric: str, side: str, rows: torch.Tensor, out: 
     """Write one side's GEMM operand for the rows ``rows`` (int64 indices) of ``emb [N, C, P]`` into ``out``.
 
     euc: ``out [P, n, C + 2]``, part-major rows ``[x_p, |x_p|², 1]`` (``side="query"``) or ``[−2 y_p, 1, |y_p|²]``
-    (gallery), so ``out[:, rows]`` is the batched GEMM's operand as it is. cos: ``out [n, C·P]``, part vectors
-    L2-normalised, flattened in ``(C, P)`` order. Rows are gathered and written in small cache-resident steps; the
-    norms computed on the way double as the finiteness check.
+    (gallery), so part ``p`` of a row range, ``out[p, rows]``, is a contiguous GEMM operand. cos: ``out [n, C·P]``,
+    part vectors L2-normalised, flattened in ``(C, P)`` order. Rows are gathered and written in small cache-resident
+    steps; the norms computed on the way double as the finiteness check.
     """
     step, (channels, parts) = _LAYOUT_CACHE_ROWS, emb.shape[1:]
     gathered = torch.empty(min(step, len(rows)), channels, parts, dtype=torch.float32, device=emb.device)
@@ -117,6 +117,7 @@ class GalleryDistances:
         rows = _rows(index, len(emb), emb.device)
         self.size = len(rows)
         self._g = _layout(emb, metric, "gallery", rows, self._operand(self.size))
+        self._row_dim = 1 if metric == "euc" else 0  # the row axis of an operand (see _operand)
         self._q = self._operand(0)
         self._tile = torch.empty(0, dtype=torch.float32, device=emb.device)
         self.redone = 0  # euc tiles redone with the relu (a rounding-negative square: near-identical vectors)
@@ -126,7 +127,7 @@ class GalleryDistances:
         return torch.empty(shape, dtype=torch.float32, device=self.device)
 
     def _rows_of(self, operand: torch.Tensor, n: int) -> torch.Tensor:
-        return operand[:n] if self.metric == "cos" else operand[:, :n]
+        return operand.narrow(self._row_dim, 0, n)
 
     def __call__(
         self, queries: torch.Tensor | np.ndarray, out: torch.Tensor | None = None, index: np.ndarray | None = None
@@ -145,7 +146,7 @@ class GalleryDistances:
             raise ValueError(f"out must be a contiguous [{n}, {self.size}] tensor, got {tuple(out.shape)}")
         if n == 0 or self.size == 0:
             return out
-        if self._q.shape[self.metric == "euc"] < min(n, _LAYOUT_ROWS):
+        if self._q.shape[self._row_dim] < min(n, _LAYOUT_ROWS):
             self._q = self._operand(min(n, _LAYOUT_ROWS))
         for s in range(0, n, _LAYOUT_ROWS):
             block = rows[s : s + _LAYOUT_ROWS]
@@ -159,37 +160,34 @@ class GalleryDistances:
 
     def _euc(self, q: torch.Tensor, out: torch.Tensor) -> None:
         rows, cols = _even(q.shape[1], _TILE_ROWS), _even(self.size, _TILE_COLS)
-        if self._tile.numel() < 2 * rows * cols:
-            self._tile = torch.empty(2 * rows * cols, dtype=torch.float32, device=self.device)
+        if self._tile.numel() < rows * cols:
+            self._tile = torch.empty(rows * cols, dtype=torch.float32, device=self.device)
         for r0 in range(0, q.shape[1], rows):
             qr = q[:, r0 : r0 + rows]
             for c0 in range(0, self.size, cols):
                 g = self._g[:, c0 : c0 + cols]
                 target = out[r0 : r0 + rows, c0 : c0 + cols]
-                tile, acc = (self._tile[i * target.numel() : (i + 1) * target.numel()].view(target.shape)
-                             for i in (0, 1))
-                self._euc_tile(qr, g, tile, acc, clamp=False)
-                if torch.sum(acc).isnan():  # a rounding-negative square somewhere (near-identical vectors)
+                tile = self._tile[: target.numel()].view(target.shape)
+                self._euc_tile(qr, g, tile, target, clamp=False)
+                if torch.sum(target).isnan():  # a rounding-negative square somewhere (near-identical vectors)
                     self.redone += 1
-                    self._euc_tile(qr, g, tile, acc, clamp=True)
-                torch.div(acc, self.parts, out=target)
+                    self._euc_tile(qr, g, tile, target, clamp=True)
+                target.div_(self.parts)
 
-    def _euc_tile(self, q: torch.Tensor, g: torch.Tensor, tile: torch.Tensor, acc: torch.Tensor, clamp: bool):
-        """``acc = Σ_p sqrt(relu(q_p g_pᵀ))`` through the cache-sized ``tile``, in part order as OpenGait.
+    def _euc_tile(self, q: torch.Tensor, g: torch.Tensor, tile: torch.Tensor, target: torch.Tensor, clamp: bool):
+        """``target = Σ_p sqrt(relu(q_p g_pᵀ))`` through the cache-sized ``tile``, in part order as OpenGait.
 
-        ``acc`` is contiguous (the result block's window is not: its rows are a gallery apart, so every pass over
-        it would touch a page per row). Without ``clamp`` the relu is skipped (one element-wise pass fewer): a
-        square that rounding made negative then shows as NaN in ``acc`` (inputs are finite), and the caller redoes
-        the tile with ``clamp``.
+        Without ``clamp`` the relu is skipped (one element-wise pass fewer): a square that rounding made negative
+        then shows as NaN in ``target`` (inputs are finite), and the caller redoes the tile with ``clamp``.
         """
         for p in range(self.parts):
             torch.mm(q[p], g[p].T, out=tile)  # |x_p|² + |y_p|² − 2 x_p·y_p
             if clamp:
                 tile.clamp_(min=0.0)
             if p == 0:
-                torch.sqrt(tile, out=acc)
+                torch.sqrt(tile, out=target)
             else:
-                acc.add_(tile.sqrt_())
+                target.add_(tile.sqrt_())
 
 
 def pairwise_distance(
