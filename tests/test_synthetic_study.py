@@ -53,3 +53,8 @@ def test_cost_estimate_counts_only_the_teachers_that_run(tmp_path):
     assert base["student_gflops"] == kd["student_gflops"] > 0
     for c in got.values():
         assert c["train_gflop"] == c["steps"] * c["batch"] * (3 * c["student_gflops"] + c["teacher_gflops"])
+
+
+def test_concurrent_jobs_split_the_cores(monkeypatch):
+    monkeypatch.setattr(driver.os, "cpu_count", lambda: 2)
+    assert [driver.threads_per_job(j) for j in (1, 2, 3)] == [2, 1, 1]
