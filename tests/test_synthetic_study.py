@@ -1,9 +1,10 @@
-"""The synthetic study's driver (experiments/synthetic_study/run.py): what it would run, without running it."""
+"""The synthetic study's driver (experiments/synthetic_study/run.py): what it would run, and how it reports a failure."""
 
 from __future__ import annotations
 
 import importlib.util
 
+import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import REPO
@@ -58,3 +59,18 @@ def test_cost_estimate_counts_only_the_teachers_that_run(tmp_path):
 def test_concurrent_jobs_split_the_cores(monkeypatch):
     monkeypatch.setattr(driver.os, "cpu_count", lambda: 2)
     assert [driver.threads_per_job(j) for j in (1, 2, 3)] == [2, 1, 1]
+
+
+def test_a_failed_concurrent_run_names_its_log(tmp_path):
+    """With --jobs > 1 a run's output goes to its console.log; a failure says so instead of a bare exit code."""
+    with pytest.raises(RuntimeError, match=r"g/n failed .*console\.log"):
+        driver.run_one((tmp_path / "out", tmp_path / "keep"), "g", "n", ["student=no_such_model"], [], False, jobs=2)
+    assert "no_such_model" in (tmp_path / "out" / "g" / "n" / "console.log").read_text()
+    assert not (tmp_path / "keep").exists()  # nothing recorded for a failed run
+
+
+def test_jobs_must_be_positive(monkeypatch, capsys):
+    monkeypatch.setattr(driver.sys, "argv", ["run.py", "--jobs", "0", "--dry-run"])
+    with pytest.raises(SystemExit):
+        driver.main()
+    assert "--jobs must be at least 1" in capsys.readouterr().err

@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -111,7 +112,9 @@ def run_one(folder: tuple[Path, Path], group: str, name: str, overrides: list[st
         out.mkdir(parents=True)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_job(jobs))}
         with open(out / "console.log", "w") as log:
-            subprocess.run(cmd, check=True, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+            failed = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        if failed:
+            raise RuntimeError(f"{group}/{name} failed (exit code {failed}); its output: {out / 'console.log'}")
     wall = time.perf_counter() - start
     (keep / ".hydra").mkdir(parents=True, exist_ok=True)
     for rel in ("metrics.json", "per_view.json", ".hydra/config.yaml", ".hydra/overrides.yaml"):
@@ -137,8 +140,10 @@ def main() -> None:
                              "CPU cores 2 jobs of 1 thread get ~13 %% more done than 1 job of 2 threads")
     parser.add_argument("extra", nargs="*", help="overrides for every run (after --)")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     folder = folders(args.name)
-    start, done = time.perf_counter(), 0
+    start, done, lock = time.perf_counter(), 0, threading.Lock()
     runs = plan(folder[0], args.only, args.seeds, args.scale)
     stages = [[r for r in runs if r[0] == "teachers"], [r for r in runs if r[0] != "teachers"]]  # students need both
 
@@ -146,13 +151,15 @@ def main() -> None:
         nonlocal done
         group, name, overrides = run
         wall = run_one(folder, group, name, overrides, args.extra, args.dry_run, args.jobs)
-        if wall is not None:
+        if wall is None:
+            return
+        with lock:
             done += 1
             print(f"# {group}/{name}: {wall:.0f} s ({done} runs, {(time.perf_counter() - start) / 60:.1f} min)",
                   flush=True)
 
     for stage in stages:
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        with ThreadPoolExecutor(max_workers=1 if args.dry_run else args.jobs) as pool:  # dry run: in order
             list(pool.map(one, stage))  # list() re-raises the first failed run's error
     summary = folder[1].parent / "compute.json"
     if not args.dry_run and done:
