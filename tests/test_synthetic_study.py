@@ -1,4 +1,4 @@
-"""The synthetic study's driver (experiments/synthetic_study/run.py): what it would run, and how it reports a failure."""
+"""The study driver (experiments/synthetic_study/run.py): what it would run, and how it reports a failure."""
 
 from __future__ import annotations
 
