@@ -23,10 +23,11 @@ import torch
 Metric = Literal["euc", "cos"]
 METRICS: tuple[str, ...] = ("euc", "cos")
 
-# One euc tile: the [rows, cols] float32 GEMM output (16 MB) that is rooted and added into the result while it is
-# still in the last-level cache. Measured on the 2-core dev machine (bench/eval_scale.py, quiet): smaller tiles make
-# the GEMMs slower; one batched GEMM per tile into a [P, rows, cols] stack (all parts at once) is 13 % slower than
-# P separate GEMMs, and a compiled one-pass epilogue (torch.compile) saved only ~2 % of the products.
+# One euc tile: the [rows, cols] float32 GEMM output (16 MB; each side a multiple of 16 floats, see _even) that is
+# rooted and added into the result while it is still in the last-level cache. Measured on the 2-core dev machines
+# (bench/eval_scale.py, quiet): smaller tiles make the GEMMs slower or are within noise; one batched GEMM per tile
+# into a [P, rows, cols] stack is 13 % slower than P separate GEMMs; a compiled (torch.compile) or C one-pass
+# epilogue saved 0-2 % of the products (bench/README.md).
 _TILE_ROWS, _TILE_COLS = 2048, 2048
 # Rows laid out per step when building the gallery or a query block (bounds the layout's temporaries), and rows
 # per cache-resident step inside one layout (64 x 16 parts x 258 floats = 1 MB).
@@ -53,7 +54,8 @@ def _layout(emb: torch.Tensor, metric: str, side: str, rows: torch.Tensor, out: 
     """
     step, (channels, parts) = _LAYOUT_CACHE_ROWS, emb.shape[1:]
     gathered = torch.empty(min(step, len(rows)), channels, parts, dtype=torch.float32, device=emb.device)
-    squares = torch.empty(parts, len(gathered), channels, dtype=torch.float32, device=emb.device)
+    parted, squares = (torch.empty(len(gathered), parts, channels, dtype=torch.float32, device=emb.device)
+                       for _ in range(2))
     for s in range(0, len(rows), step):
         src = gathered[: len(rows[s : s + step])]
         torch.index_select(emb, 0, rows[s : s + step], out=src)
@@ -62,23 +64,30 @@ def _layout(emb: torch.Tensor, metric: str, side: str, rows: torch.Tensor, out: 
             _require_finite(norms, side, len(rows))
             torch.div(src, norms.clamp_min(1e-12), out=out[s : s + step].view(src.shape))
             continue
-        dst = out[:, s : s + step]
-        vec = dst[..., :channels]
-        vec.copy_(src.permute(2, 0, 1))  # the one transposition, [b, C, P] -> [P, b, C]
-        sq = torch.mul(vec, vec, out=squares[:, : len(src)]).sum(-1)  # |x_p|² = Σ_c x², as OpenGait computes it
+        # The transposition [b, C, P] -> [P, b, C] in two copies: inside the cache-resident step to [b, P, C], then
+        # runs of C contiguous floats into the operand. One strided copy straight into the operand (whose parts lie
+        # far apart) is 1.3-2.5x slower (measured, 18,200 rows).
+        part = parted[: len(src)]
+        part.copy_(src.transpose(1, 2))
+        sq = torch.mul(part, part, out=squares[: len(src)]).sum(-1)  # [b, P]: |x_p|² = Σ_c x², as OpenGait
         _require_finite(sq, side, len(rows))
+        dst = out[:, s : s + step]
         if side == "query":
-            dst[..., channels], dst[..., channels + 1] = sq, 1.0
+            dst[..., :channels].copy_(part.transpose(0, 1))
+            dst[..., channels], dst[..., channels + 1] = sq.T, 1.0
         else:
-            vec.mul_(-2.0)
-            dst[..., channels], dst[..., channels + 1] = 1.0, sq
+            torch.mul(part.transpose(0, 1), -2.0, out=dst[..., :channels])
+            dst[..., channels], dst[..., channels + 1] = 1.0, sq.T
     return out
 
 
-def _even(n: int, most: int) -> int:
-    """The tile length that cuts ``n`` into as few tiles of at most ``most`` as possible, all of nearly one size
-    (no thin edge tile: a GEMM a few columns wide runs far below the machine's rate)."""
-    return -(-n // -(-n // most))
+def _even(n: int, most: int, align: int = 16) -> int:
+    """The tile length that cuts ``n`` into as few tiles of at most ``most`` (a multiple of ``align``) as possible,
+    of nearly one size (no thin edge tile: a GEMM a few columns wide runs far below the machine's rate), rounded up
+    to a multiple of ``align`` floats: an odd tile width (2,023 for an 18,200-wide gallery) made the GEMMs ~10 %
+    slower than a 2,032-wide one (measured, 2-core dev machine)."""
+    length = -(-n // -(-n // most))
+    return min(most, -(-length // align) * align)
 
 
 def _require_finite(norms: torch.Tensor, side: str, total: int) -> None:
