@@ -113,3 +113,11 @@ def test_non_finite_embeddings_are_refused() -> None:
     x[3, 1, 0] = float("nan")
     with pytest.raises(ValueError, match="contain NaN or inf"):
         pairwise_distance(x, x)
+
+
+@pytest.mark.parametrize("n", [1, 15, 17, 1100, 2023, 2200, 3300, 18200, 72156])
+def test_tile_lengths_are_aligned_and_do_not_add_tiles(n):
+    length = distance._even(n, 2048)
+    assert length <= 2048 and length % 16 == 0
+    assert -(-n // length) == -(-n // 2048)  # as few tiles as 2048-wide ones would need
+    assert n - (-(-n // length) - 1) * length > 0  # the last tile is not empty
